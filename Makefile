@@ -1,0 +1,55 @@
+# Entry points of the project (see CONTRACT.md): make demo | test | up | down | status | bench
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+LAU_STACK_DIR ?= .stack
+STACK_ENV := $(LAU_STACK_DIR)/env
+# down and status must work without (re)building the venv
+STACK_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+
+.PHONY: help venv up down status test demo bench
+
+help:
+	@echo "make demo    build .venv, start the stack, run the end-to-end demo"
+	@echo "make test    build .venv, start the stack, run the test suite, stop the stack"
+	@echo "make up      start S3, MLflow and Prefect on 127.0.0.1 (writes $(STACK_ENV))"
+	@echo "make down    stop them (data stays under $(LAU_STACK_DIR)/)"
+	@echo "make status  health of each service"
+	@echo "make bench   side-by-side benchmark of unlearning methods -> bench/out.json"
+
+# torch first, pinned, so that `pip install -e .` finds it satisfied and never swaps it.
+$(VENV)/.stamp: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install torch==2.14.1 torchvision==0.29.1
+	$(VENV)/bin/pip install -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+up: $(VENV)/.stamp
+	$(PY) -m infra.stack up
+
+down:
+	$(STACK_PY) -m infra.stack down
+
+status:
+	$(STACK_PY) -m infra.stack status
+
+# The stack is stopped whatever pytest says; the exit status is pytest's (5, no tests, fails too).
+test: $(VENV)/.stamp
+	$(MAKE) --no-print-directory up
+	source $(STACK_ENV) && $(PY) -m pytest tests -q; status=$$?; \
+	$(MAKE) --no-print-directory down; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	exit $$status
+
+demo: $(VENV)/.stamp
+	$(MAKE) --no-print-directory up
+	source $(STACK_ENV) && $(PY) -m flows.demo
+
+bench: $(VENV)/.stamp
+	mkdir -p bench
+	$(VENV)/bin/lau bench --json bench/out.json

@@ -1,0 +1,125 @@
+"""Side-by-side benchmark: one trained model, each method on its own copy, same forget classes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from lau.baselines import BASELINES, BaselineContext
+from lau.config import Params
+from lau.data import check_classes, prepare, progress
+from lau.features import extract_features
+from lau.metrics import CONTRACT_KEYS, evaluate, outputs_from_features, outputs_from_images
+from lau.models import SplitModel
+from lau.report import bench_table, plot_bench
+from lau.train import fit, new_model
+from lau.unlearn import unlearn
+
+METHODS = ("lau", *BASELINES)
+ROW_KEYS = ("forget_acc", "test_forget_acc", "retain_acc", "test_retain_acc", "mia_efficacy",
+            "probe_forget_acc")
+
+
+def check_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
+    from lau.errors import BadInput
+
+    for method in methods:
+        if method not in METHODS:
+            raise BadInput(f"unknown method '{method}'; choose from: {', '.join(METHODS)}")
+    if not methods:
+        raise BadInput(f"no method given; choose from: {', '.join(METHODS)}")
+    return methods
+
+
+def run_bench(params: Params, methods: tuple[str, ...], class_sets: list[tuple[int, ...]]) -> dict:
+    """Train the original once, extract features once, then run every method for every class set."""
+    check_methods(methods)
+    split = prepare(params.data)
+    class_sets = [check_classes(c, split.num_classes, excluded=split.excluded_classes) for c in class_sets]
+    _warm_up()
+    start = time.perf_counter()
+    original = fit(new_model(split, params.model, params.train.seed), split.train_images,
+                   split.train_labels, params.train, label="original")
+    train_s = time.perf_counter() - start
+    start = time.perf_counter()
+    features = extract_features(original, split, params.unlearn.depth, "bench", params.features.batch_size)
+    features_s = time.perf_counter() - start
+    result = {"dataset": params.data.dataset, "arch": params.model.arch, "depth": params.unlearn.depth,
+              "forget_classes": list(class_sets[0]), "train_s": round(train_s, 3),
+              "features_s": round(features_s, 4), "rows": []}
+    for classes in class_sets:
+        original_metrics = evaluate(outputs_from_features(original, features), classes, split.num_classes)
+        for method in methods:
+            progress(f"[bench] {method} on classes {list(classes)}")
+            row = _run_method(method, original, features, split, classes, params)
+            row["original_test_retain_acc"] = original_metrics["metrics"]["test_retain_acc"]
+            result["rows"].append(row)
+    return result
+
+
+def _run_method(method: str, original: SplitModel, features, split, classes, params: Params) -> dict:
+    if method == "lau":
+        candidate, lau_result = unlearn(original, features, classes, params.unlearn)
+        seconds = lau_result.seconds
+        outputs = outputs_from_features(candidate, features)
+    else:
+        ctx = BaselineContext(split, classes, params.train, params.model, params.baselines)
+        start = time.perf_counter()
+        candidate = BASELINES[method](original, ctx)
+        seconds = time.perf_counter() - start
+        outputs = outputs_from_images(candidate, split, params.features.batch_size)
+    metrics = evaluate(outputs, classes, split.num_classes)["metrics"]
+    row = {"method": method, "forget_classes": list(classes), "unlearn_s": round(seconds, 5)}
+    row.update({k: metrics[k] for k in ROW_KEYS})
+    if method == "lau":
+        row["features_s"] = None  # filled by the caller's top-level features_s
+        row["steps"] = lau_result.steps
+    return row
+
+
+def _warm_up() -> None:
+    """One throwaway forward/backward so no method pays PyTorch's first-call cost."""
+    layer = torch.nn.Linear(8, 8)
+    layer(torch.randn(4, 8)).sum().backward()
+
+
+def write_outputs(result: dict, json_path: str | Path) -> dict[str, Path]:
+    """The JSON of CONTRACT.md, a markdown table and a PNG plot beside it."""
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    for row in result["rows"]:
+        if row["method"] == "lau":
+            row["features_s"] = result["features_s"]
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    table_path = json_path.with_suffix(".md")
+    header = (f"Dataset `{result['dataset']}`, arch `{result['arch']}`, LAU depth {result['depth']}; "
+              f"original trained in {result['train_s']} s; LAU's one-off feature extraction "
+              f"{result['features_s']} s (not in its unlearn_s).\n\n")
+    blocks = []
+    for classes in sorted({tuple(r["forget_classes"]) for r in result["rows"]}):
+        rows = [r for r in result["rows"] if tuple(r["forget_classes"]) == classes]
+        blocks.append(f"Forget classes {list(classes)}:\n\n{bench_table(rows)}")
+    table_path.write_text(header + "\n".join(blocks))
+    first = [r for r in result["rows"] if r["forget_classes"] == result["forget_classes"]]
+    plot_path = plot_bench(first, json_path.with_suffix(".png"),
+                           f"{result['dataset']} / {result['arch']}: forget {result['forget_classes']}")
+    return {"json": json_path, "table": table_path, "plot": plot_path}
+
+
+def speedups(result: dict) -> list[dict]:
+    """LAU's unlearn_s against every other method's, per class set (for the summary line)."""
+    out = []
+    for classes in sorted({tuple(r["forget_classes"]) for r in result["rows"]}):
+        rows = {r["method"]: r for r in result["rows"] if tuple(r["forget_classes"]) == classes}
+        if "lau" not in rows:
+            continue
+        lau_s = max(rows["lau"]["unlearn_s"], 1e-6)
+        out.append({"forget_classes": list(classes),
+                    **{f"x_vs_{m}": round(r["unlearn_s"] / lau_s, 1) for m, r in rows.items() if m != "lau"}})
+    return out
+
+
+assert set(ROW_KEYS) <= set(CONTRACT_KEYS)

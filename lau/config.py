@@ -1,0 +1,253 @@
+"""One typed, frozen configuration loaded from params.yaml.
+
+Unknown keys and wrong types are errors that name the key (nanoGPT's strict overrides).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lau.errors import BadInput
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "mnist5k"
+    root: str = ""
+    test_fraction: float = 0.2
+    seed: int = 0
+    max_per_class: int = 0
+    image_size: int = 0
+    excluded_classes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "cnn"
+    small_stem: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    batch_size: int = 512
+
+
+@dataclass(frozen=True)
+class UnlearnConfig:
+    forget_classes: tuple[int, ...] = (3,)
+    method: str = "lau"
+    depth: int = 1
+    eps: float = 2.0
+    step: float = 0.5
+    pgd_steps: int = 5
+    temperature: float = 4.0
+    alpha: float = 0.5
+    optimizer: str = "sgd"
+    lr: float = 0.001
+    batch_size: int = 0
+    max_epochs: int = 200
+    margin: float = 1.0
+    retain_weight: float = 2.0
+    retain_batch: int = 0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    finetune_epochs: int = 2
+    finetune_lr: float = 0.001
+    neggrad_lr: float = 0.0001
+    random_label_lr: float = 0.0001
+    boundary_shrink_lr: float = 0.0001
+    boundary_shrink_bound: float = 0.1
+    boundary_shrink_steps: int = 5
+    max_epochs: int = 10
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    max_retain_drop: float = 1.0
+    min_mia_efficacy: float = 0.0
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    model_name: str = "lau-classifier"
+    alias: str = "champion"
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    bucket: str = "lau"
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    kind: str = "local"
+    address: str = ""
+    n_workers: int = 2
+    shard_size: int = 1000
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+
+    def replace(self, section: str, **changes: Any) -> Params:
+        """A copy with some keys of one section changed, type-checked like the file."""
+        current = dataclasses.asdict(getattr(self, section))
+        unknown = set(changes) - set(current)
+        if unknown:
+            raise BadInput(f"params: unknown key '{section}.{sorted(unknown)[0]}'")
+        current.update(changes)
+        cls = type(getattr(self, section))
+        return dataclasses.replace(self, **{section: _build(cls, current, section)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), e.g. for logging as MLflow params."""
+        return _plain(dataclasses.asdict(self))
+
+
+# Which values must be >= 0 / > 0 / inside [0, 1]; checked after types.
+_POSITIVE = {"train.epochs", "train.batch_size", "train.lr", "features.batch_size", "unlearn.depth",
+             "unlearn.temperature", "unlearn.lr", "unlearn.max_epochs", "runner.n_workers",
+             "runner.shard_size", "baselines.finetune_epochs", "baselines.finetune_lr",
+             "baselines.neggrad_lr", "baselines.random_label_lr", "baselines.boundary_shrink_lr",
+             "baselines.boundary_shrink_bound", "baselines.boundary_shrink_steps", "baselines.max_epochs",
+             "baselines.batch_size"}
+_NON_NEGATIVE = {"data.max_per_class", "data.image_size", "train.weight_decay", "unlearn.eps",
+                 "unlearn.step", "unlearn.pgd_steps", "unlearn.batch_size", "unlearn.margin",
+                 "unlearn.retain_weight", "unlearn.retain_batch", "gate.min_mia_efficacy"}
+_UNIT_INTERVAL = {"unlearn.alpha"}
+_CHOICES = {"unlearn.optimizer": ("adam", "sgd"), "unlearn.method": ("lau",),
+            "runner.kind": ("local", "dask")}
+_OPEN_UNIT_INTERVAL = {"data.test_fraction"}
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``; raises BadInput naming the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise BadInput(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"{path}: top level must be a mapping of sections")
+    try:
+        return _build(Params, raw, "")
+    except BadInput as err:
+        raise BadInput(f"{path}: {err}") from None
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise BadInput(f"'{prefix}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise BadInput(f"unknown key '{_join(prefix, key)}'")
+    values = {}
+    for key, value in raw.items():
+        name = _join(prefix, key)
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            values[key] = _build(hint, value, name)
+        else:
+            values[key] = _coerce(value, hint, name)
+            _check_range(name, values[key])
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise BadInput(f"'{name}' must be a list of integers, got {value!r}")
+        items = tuple(_coerce(v, int, name) for v in value)
+        if len(set(items)) != len(items):
+            raise BadInput(f"'{name}' lists a class twice: {list(items)}")
+        if any(v < 0 for v in items):
+            raise BadInput(f"'{name}' must hold non-negative class ids, got {list(items)}")
+        return items
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise BadInput(f"'{name}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadInput(f"'{name}' must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadInput(f"'{name}' must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise BadInput(f"'{name}' must be a string, got {value!r}")
+        return value
+    if isinstance(hint, types.UnionType):  # pragma: no cover - no unions today
+        raise BadInput(f"'{name}': unsupported type")
+    raise BadInput(f"'{name}': unsupported type {hint}")
+
+
+def _check_range(name: str, value: Any) -> None:
+    if name in _POSITIVE and value <= 0:
+        raise BadInput(f"'{name}' must be > 0, got {value}")
+    if name in _NON_NEGATIVE and value < 0:
+        raise BadInput(f"'{name}' must be >= 0, got {value}")
+    if name in _UNIT_INTERVAL and not 0 <= value <= 1:
+        raise BadInput(f"'{name}' must be between 0 and 1, got {value}")
+    if name in _CHOICES and value not in _CHOICES[name]:
+        raise BadInput(f"'{name}' must be one of {', '.join(_CHOICES[name])}, got {value!r}")
+    if name in _OPEN_UNIT_INTERVAL and not 0 < value < 1:
+        raise BadInput(f"'{name}' must be strictly between 0 and 1, got {value}")
+
+
+def _join(prefix: str, key: Any) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

