@@ -188,7 +188,8 @@ def check_classes(classes: Iterable[int], num_classes: int, *, what: str = "clas
     if not classes and not allow_empty:
         raise BadInput(f"{what}: no class given; valid class ids are 0-{num_classes - 1}")
     if len(set(classes)) != len(classes):
-        raise BadInput(f"{what}: a class is listed twice: {list(classes)}")
+        raise BadInput(f"{what}: a class is listed twice: {list(classes)}; "
+                       f"valid class ids are 0-{num_classes - 1}, each at most once")
     for cls in classes:
         if isinstance(cls, bool) or not isinstance(cls, int) or not 0 <= cls < num_classes:
             raise BadInput(f"{what}: unknown class {cls!r}; valid class ids are 0-{num_classes - 1}")

@@ -1,0 +1,40 @@
+"""One deletion (or training) flow at a time per registered model: a Prefect global concurrency
+limit of 1 named after the model. A crashed holder's lease expires after LEASE_S seconds."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+
+from lau.data import progress
+from tasks.settings import InfraError
+
+LEASE_S = 60  # the server's minimum; renewed while the holder lives
+WAIT_S = float(os.environ.get("LAU_LOCK_TIMEOUT", "900"))
+
+
+def lock_name(model: str) -> str:
+    return "lau-model-" + "".join(c if c.isalnum() or c == "-" else "-" for c in model.lower())
+
+
+@contextlib.contextmanager
+def model_lock(model: str) -> Iterator[None]:
+    """Hold the model's slot for the duration of the block (waits up to LAU_LOCK_TIMEOUT s)."""
+    name = lock_name(model)
+    try:
+        with get_client(sync_client=True) as client:
+            client.upsert_global_concurrency_limit_by_name(name, limit=1)
+    except Exception as err:  # noqa: BLE001 - any API failure is an infrastructure failure here
+        raise InfraError(f"Prefect API unreachable ({type(err).__name__}): is `make up` running and "
+                         "PREFECT_API_URL set?") from None
+    progress(f"[lock] waiting for {name}")
+    try:
+        with concurrency(name, occupy=1, timeout_seconds=WAIT_S, lease_duration=LEASE_S, strict=True):
+            progress(f"[lock] holding {name}")
+            yield
+    except TimeoutError:
+        raise InfraError(f"another flow held {name} for over {WAIT_S:.0f} s; try again later") from None

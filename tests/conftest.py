@@ -1,0 +1,66 @@
+"""Shared fixtures: one small trained model and its feature caches, built once per test session.
+
+The session-scoped objects are shared by many tests: never mutate them. Tests that change a model
+take the function-scoped ``model`` fixture, a fresh copy (``lau.models.clone``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lau.config import DataConfig, Params
+from lau.data import Split, prepare
+from lau.features import FeatureSet, extract_features
+from lau.models import SplitModel, clone
+from lau.train import fit, new_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def small_params() -> Params:
+    """Defaults of params.yaml's dataclasses, shrunk: mnist5k with 150 images per class, 3 epochs."""
+    params = Params()
+    return dataclasses.replace(params, data=DataConfig(dataset="mnist5k", max_per_class=150),
+                               train=dataclasses.replace(params.train, epochs=3))
+
+
+@pytest.fixture(scope="session")
+def small_split(small_params: Params) -> Split:
+    """1,200 train / 300 test images, 10 classes (shared: do not mutate)."""
+    return prepare(small_params.data)
+
+
+@pytest.fixture(scope="session")
+def trained_model(small_params: Params, small_split: Split) -> SplitModel:
+    """The default CNN trained on ``small_split`` (shared: do not mutate; use ``model``)."""
+    model = new_model(small_split, small_params.model, small_params.train.seed)
+    return fit(model, small_split.train_images, small_split.train_labels, small_params.train)
+
+
+@pytest.fixture
+def model(trained_model: SplitModel) -> SplitModel:
+    """A fresh copy of the shared trained model, free to modify."""
+    return clone(trained_model)
+
+
+@pytest.fixture(scope="session")
+def feature_sets(trained_model: SplitModel, small_split: Split) -> Callable[[int], FeatureSet]:
+    """``feature_sets(depth)``: the shared model's cached features at that depth, extracted once."""
+    cache: dict[int, FeatureSet] = {}
+
+    def get(depth: int) -> FeatureSet:
+        if depth not in cache:
+            cache[depth] = extract_features(trained_model, small_split, depth, "tests")
+        return cache[depth]
+
+    return get
