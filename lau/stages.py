@@ -79,7 +79,8 @@ def unlearn(params: Params) -> None:
         raise BadInput(f"{FEATURES} holds depth-{features.depth} features but unlearn.depth is "
                        f"{params.unlearn.depth}; run `dvc repro` to refresh them")
     excluded = params.data.excluded_classes
-    result = pipeline.unlearn_classes(params, parent, features, params.unlearn.forget_classes, excluded=excluded)
+    result = pipeline.unlearn_classes(params, parent, features, params.unlearn.forget_classes,
+                                      excluded=excluded)
     parent_meta = parent_config.get("metadata", {})
     save_checkpoint(result.candidate, UNLEARNED, depth=features.depth, metadata={
         "stage": "unlearn", "method": params.unlearn.method,
@@ -110,8 +111,8 @@ def evaluate(params: Params) -> None:
                                  "original": original, "gate": verify(metrics, params.gate).to_json()})
     names = list(parent.spec.class_names)
     before_acc, after_acc = before["per_class_test_acc"], after["per_class_test_acc"]
-    write_json(PER_CLASS, [{"class": cls, "name": names[cls], "before": before_acc[cls], "after": after_acc[cls]}
-                           for cls in range(len(names)) if before_acc[cls] is not None])
+    write_json(PER_CLASS, [{"class": c, "name": names[c], "before": before_acc[c], "after": after_acc[c]}
+                           for c in range(len(names)) if before_acc[c] is not None])  # excluded: no row
     plot_per_class(before_acc, after_acc, names, list(forgotten), PER_CLASS_PNG)
     plot_confusion(before["confusion_test"], after["confusion_test"], names, CONFUSION_PNG)
 

@@ -10,8 +10,15 @@ import torch
 
 from lau.config import GateConfig
 from lau.gate import verify
-from lau.metrics import (Outputs, accuracy, confusion_matrix, evaluate, mia_efficacy, per_class_accuracy,
-                         probe_forget_accuracy)
+from lau.metrics import (
+    Outputs,
+    accuracy,
+    confusion_matrix,
+    evaluate,
+    mia_efficacy,
+    per_class_accuracy,
+    probe_forget_accuracy,
+)
 
 
 def one_hot_logits(predicted: list[int], num_classes: int) -> torch.Tensor:

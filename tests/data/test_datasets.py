@@ -14,8 +14,20 @@ import pytest
 import torch
 
 from lau.config import DataConfig
-from lau.data import (CIFAR_NAMES, FASHION_NAMES, check_classes, load_cifar10, load_dataset, load_digits,
-                      load_fashion_mnist, load_imagefolder, load_mnist5k, load_split, prepare, save_split)
+from lau.data import (
+    CIFAR_NAMES,
+    FASHION_NAMES,
+    check_classes,
+    load_cifar10,
+    load_dataset,
+    load_digits,
+    load_fashion_mnist,
+    load_imagefolder,
+    load_mnist5k,
+    load_split,
+    prepare,
+    save_split,
+)
 from lau.errors import BadInput
 
 # ------------------------------------------------------------------ bundled datasets

@@ -155,7 +155,8 @@ def test_unlearned_checkpoint_records_its_params(reproduced: tuple[Path, str]) -
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     assert meta["params"]["unlearn"] == params["unlearn"]
     assert meta["parent"]["params"]["train"] == params["train"]
-    assert meta["parent"]["weights_sha256"] == read(workspace, "models/original/config.json")["weights_sha256"]
+    parent = read(workspace, "models/original/config.json")
+    assert meta["parent"]["weights_sha256"] == parent["weights_sha256"]
     assert meta["forgotten"] == [3]
 
 
@@ -170,11 +171,11 @@ def test_dvc_outputs_are_git_ignored(reproduced: tuple[Path, str]) -> None:
 
 
 def test_an_unlearn_param_reruns_only_unlearn_and_evaluate(reproduced_copy: Path) -> None:
-    set_params(reproduced_copy, {("unlearn", "margin"): 2.0})
+    set_params(reproduced_copy, {("unlearn", "margin"): 0.5})
     result = dvc("repro", cwd=reproduced_copy)
     assert ran_stages(result.stdout) == ["unlearn", "evaluate"]
     meta = read(reproduced_copy, "models/unlearned/config.json")["metadata"]
-    assert meta["params"]["unlearn"]["margin"] == 2.0
+    assert meta["params"]["unlearn"]["margin"] == 0.5
 
 
 def test_a_gate_param_reruns_only_evaluate(reproduced_copy: Path) -> None:
@@ -191,7 +192,8 @@ def test_a_param_no_stage_reads_reruns_nothing(reproduced_copy: Path) -> None:
 
 def test_a_train_param_reruns_from_train_on(reproduced_copy: Path) -> None:
     set_params(reproduced_copy, {("train", "epochs"): 3})
-    assert ran_stages(dvc("repro", cwd=reproduced_copy).stdout) == ["train", "featurize", "unlearn", "evaluate"]
+    result = dvc("repro", cwd=reproduced_copy)
+    assert ran_stages(result.stdout) == ["train", "featurize", "unlearn", "evaluate"]
 
 
 def test_two_fresh_clones_give_the_same_bytes(reproduced: tuple[Path, str], tmp_path: Path) -> None:
@@ -218,7 +220,7 @@ def test_compare_metrics_names_each_mismatch(reproduced: tuple[Path, str]) -> No
     lines = compare_metrics(expected, actual, tolerance=0.01)
     assert len(lines) == 3, lines
     assert lines[0].startswith("test_retain_acc: expected") and "tolerance 0.01" in lines[0]
-    assert lines[1] == "mia_efficacy: expected 100, missing" or lines[1].startswith("mia_efficacy:")
+    assert lines[1] == f"mia_efficacy: expected {expected['mia_efficacy']:g}, missing"
     assert lines[2].startswith("gate.passed: expected")
 
 
