@@ -21,7 +21,7 @@ from lau.errors import BadInput
 from lau.gate import Verdict
 from lau.report import PROBE_NOTE
 from tasks.common import Context
-from tasks.features import cached_features, purge_forgotten
+from tasks.features import cached_features
 from tasks.ledger import FINAL, Request, json_safe, now, read_request, record, retryable_requests
 from tasks.model import evaluate, gate, unlearn
 from tasks.params_file import exclude_classes
@@ -134,7 +134,7 @@ def attempt(ctx: Context, request: Request, max_retain_drop: float | None,
 def complete(ctx: Context, request: Request, version: Version, evaluation: dict,
              plots_dir: Path | None, start: float) -> dict[str, Any] | None:
     """After registration: promote (only over its own parent), exclude the classes from the training
-    data, purge their cached training features, publish the report, record. Idempotent, so a run
+    data, publish the report, record. Idempotent, so a run
     that crashed anywhere here is completed by the next one. None when the version is superseded."""
     current = read_champion(ctx)
     parent = version.tag("parent_version")
@@ -144,7 +144,6 @@ def complete(ctx: Context, request: Request, version: Version, evaluation: dict,
     if current is None or current.version != version.version:
         promote(ctx, version)
     exclude_classes(ctx.settings.params_path, version.forgotten)
-    purge_forgotten(ctx, version.tag("feature_cache_key"), version.forgotten)
     evaluation.setdefault("timings", {})["total_s"] = round(time.perf_counter() - start, 3)
     report_uri = audit_report(ctx, _report(ctx, request, "registered", evaluation, version), plots_dir)
     tag(ctx, version, "report_uri", report_uri)

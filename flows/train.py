@@ -11,7 +11,7 @@ from prefect import flow
 from flows.lock import model_lock
 from tasks.common import Context
 from tasks.data import prepare, publish
-from tasks.features import cached_features
+from tasks.features import cached_features, retire
 from tasks.ledger import json_safe
 from tasks.model import evaluate_original, train
 from tasks.publish import promote, register
@@ -58,6 +58,7 @@ def train_flow(model_name: str | None = None, dataset: str | None = None, arch: 
                            data={"name": params.data.dataset, "version": data_version, "uri": data_uri,
                                  "sizes": sizes})
         promote(ctx, version)
+        retire(ctx, data_version)
     return json_safe({"model": ctx.model_name, "version": version.version, "status": "registered",
                       "dataset": params.data.dataset, "arch": params.model.arch, "data_version": data_version,
                       "excluded_classes": list(split.excluded_classes), **sizes,

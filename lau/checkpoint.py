@@ -44,6 +44,7 @@ def save_checkpoint(model: SplitModel, folder: str | Path, *, depth: int = 1,
     folder.mkdir(parents=True, exist_ok=True)
     tensors = state_tensors(model)
     save_file(tensors, str(folder / WEIGHTS))
+    canonical_safetensors(folder / WEIGHTS)
     config = {"format": FORMAT, "spec": model.spec.to_json(), "depth": depth,
               "weights_sha256": file_sha256(folder / WEIGHTS), "metadata": metadata or {}}
     (folder / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
@@ -78,6 +79,22 @@ def load_checkpoint(folder: str | Path) -> tuple[SplitModel, dict]:
                        f"({str(err).splitlines()[0]})") from None
     model.eval()
     return model, config
+
+
+def canonical_safetensors(path: str | Path) -> Path:
+    """Rewrite a safetensors header with sorted keys, so that equal contents give equal bytes.
+
+    safetensors writes its string metadata in hash-map order, which changes from process to
+    process: the same split would otherwise get a new md5 (data version, cache key) on every run.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8: 8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes with spaces
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + size:])
+    return path
 
 
 def file_sha256(path: str | Path) -> str:

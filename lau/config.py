@@ -62,7 +62,8 @@ class UnlearnConfig:
     lr: float = 0.001
     batch_size: int = 0
     max_epochs: int = 200
-    margin: float = 2.0
+    margin: float = 1.0
+    balanced: bool = True
     retain_weight: float = 2.0
     retain_batch: int = 0
     seed: int = 0

@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from lau.checkpoint import canonical_safetensors
 from lau.config import DataConfig
 from lau.errors import BadInput
 
@@ -213,6 +214,7 @@ def save_split(split: Split, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file({"train_images": split.train_images, "train_labels": split.train_labels,
                "test_images": split.test_images, "test_labels": split.test_labels}, str(path), meta)
+    canonical_safetensors(path)
 
 
 def load_split(path: str | Path) -> Split:

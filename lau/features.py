@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from lau.checkpoint import weights_hash
+from lau.checkpoint import canonical_safetensors, weights_hash
 from lau.data import Split, progress
 from lau.errors import BadInput
 from lau.models import SplitModel
@@ -90,7 +90,7 @@ def save_features(features: FeatureSet, folder: str | Path) -> Path:
                "train_labels": features.train_labels, "test_features": features.test_features.contiguous(),
                "test_labels": features.test_labels}, str(path),
               {"key": features.key, "depth": str(features.depth)})
-    return path
+    return canonical_safetensors(path)
 
 
 def load_features(path: str | Path) -> FeatureSet:

@@ -64,7 +64,8 @@ class Unlearned:
 def unlearn_classes(params: Params, parent: SplitModel, features: FeatureSet,
                     forget_classes: tuple[int, ...], already_forgotten: tuple[int, ...] = (),
                     excluded: tuple[int, ...] = ()) -> Unlearned:
-    """LAU on the parent's head for ``forget_classes``; earlier forgotten classes stay blocked."""
+    """LAU on the parent's head for ``forget_classes``; classes forgotten earlier in the lineage stay
+    in D_f (protected from coming back) and are never attack targets."""
     forget_classes = check_classes(forget_classes, parent.spec.num_classes, what="forget classes",
                                    excluded=excluded)
     repeated = set(forget_classes) & set(already_forgotten)
@@ -75,8 +76,9 @@ def unlearn_classes(params: Params, parent: SplitModel, features: FeatureSet,
     forgotten = tuple(sorted(set(forget_classes) | set(already_forgotten)))
     check_classes(forgotten, parent.spec.num_classes, what="forget classes (with the lineage's)",
                   excluded=excluded)
-    candidate, result = unlearn(parent, features, forget_classes, params.unlearn,
-                                blocked_classes=forgotten)
+    # D_f is cumulative: samples of classes forgotten earlier are already unlearned, so the mask
+    # leaves them alone, unless this update would bring one back within the margin.
+    candidate, result = unlearn(parent, features, forgotten, params.unlearn, blocked_classes=forgotten)
     return Unlearned(candidate, result, forget_classes, forgotten)
 
 

@@ -48,7 +48,6 @@ TRAIN_METRICS_BATCH = 512  # fixed, so that train depends on model.* and train.*
 def prepare(params: Params) -> None:
     """Load, exclude, cap and split the dataset into one safetensors file (its md5 = data version)."""
     save_split(pipeline.prepare_data(params), PREPARED)
-    canonical_safetensors(PREPARED)
 
 
 def train(params: Params) -> None:
@@ -68,7 +67,7 @@ def featurize(params: Params) -> None:
     """F_f features of every image at ``unlearn.depth``, keyed by (extractor, data version, depth)."""
     model, _ = load_checkpoint(ORIGINAL)
     features = pipeline.featurize(params, model, load_split(PREPARED), file_md5(PREPARED))
-    canonical_safetensors(save_features(features, FEATURES.parent))
+    save_features(features, FEATURES.parent)
 
 
 def unlearn(params: Params) -> None:
@@ -145,20 +144,6 @@ def compare_metrics(expected: dict, actual: dict, tolerance: float = 0.01) -> li
         elif _normal(want) != _normal(got):
             mismatches.append(f"{key}: expected {_show(want)}, got {_show(got)}")
     return mismatches
-
-
-def canonical_safetensors(path: Path) -> None:
-    """Rewrite a safetensors header with sorted keys, so that equal contents give equal bytes.
-
-    safetensors writes its string metadata in hash-map order, which changes from process to
-    process: the same split would get a new md5 (data version, feature cache key) on every run.
-    """
-    raw = path.read_bytes()
-    size = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8: 8 + size])
-    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes with spaces
-    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + size:])
 
 
 def write_json(path: Path, data: Any) -> None:

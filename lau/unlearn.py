@@ -96,6 +96,23 @@ def lau_loss(student_logits: torch.Tensor, target_probs: torch.Tensor, temperatu
     return (1.0 - alpha) * hard + alpha * temperature ** 2 * soft
 
 
+def balanced_loss(student_logits: torch.Tensor, target_probs: torch.Tensor, mask: torch.Tensor,
+                  temperature: float, alpha: float) -> torch.Tensor:
+    """The paper's loss averaged over the rows still recognised (``mask``), plus cross-entropy that
+    keeps the already-unlearned rows on the class they moved to.
+
+    The paper averages one loss over the whole batch. Its double-softmax KD term pulls unlearned
+    rows towards a near-uniform output, closing their margin, and the batch mean dilutes the push
+    on the last few stubborn rows; both stall sequential deletions (measured in the README).
+    """
+    loss = student_logits.new_zeros(())
+    if mask.any():
+        loss = loss + lau_loss(student_logits[mask], target_probs[mask], temperature, alpha)
+    if (~mask).any():
+        loss = loss + F.cross_entropy(student_logits[~mask], target_probs[~mask].argmax(dim=1))
+    return loss
+
+
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                  temperature: float) -> torch.Tensor:
     """T^2 KL(softmax(teacher / T) || softmax(student / T)): keeps retain outputs where they were."""
@@ -146,8 +163,11 @@ def unlearn_head(head: nn.Module, forget_features: torch.Tensor, forget_labels: 
                 attacked_logits = teacher(attacked)
                 if blocked_classes:
                     attacked_logits[:, list(blocked_classes)] = float("-inf")
-            loss = lau_loss(student_logits, masked_targets(student_logits, attacked_logits, mask),
-                            cfg.temperature, cfg.alpha)
+            targets = masked_targets(student_logits, attacked_logits, mask)
+            if cfg.balanced:  # each part averaged over its own rows (see balanced_loss)
+                loss = balanced_loss(student_logits, targets, mask, cfg.temperature, cfg.alpha)
+            else:
+                loss = lau_loss(student_logits, targets, cfg.temperature, cfg.alpha)
             if use_retain:
                 retain_in, retain_out = retain_features, retain_targets
                 if 0 < cfg.retain_batch < len(retain_features):

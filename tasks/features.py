@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from prefect import task
 
-from lau.data import class_mask, progress
+from lau.data import progress
 from lau.features import FEATURES_FILE, FeatureSet, cache_key, load_features, save_features
 from lau.models import SplitModel
 from lau.pipeline import featurize
@@ -44,23 +45,20 @@ def cached_features(ctx: Context, model: SplitModel, depth: int, data_version: s
     return CachedFeatures(features, "extracted", time.perf_counter() - start)
 
 
-@task(name="purge forgotten training features", **IO)
-def purge_forgotten(ctx: Context, key: str, classes: tuple[int, ...]) -> bool:
-    """Drop the forgotten classes' *training* features from cache ``key`` (local and S3).
+@task(name="retire feature caches of earlier lineages", **IO)
+def retire(ctx: Context, data_version: str) -> list[str]:
+    """Delete the feature caches (local and S3) of the model's lineages on other data versions.
 
-    Their held-out test features stay: they are the evidence that later versions still do not
-    recognise the class (the cumulative gate's ``test_forget_acc``). Idempotent; returns whether
-    anything was removed.
+    A lineage keeps its cache, forgotten classes included, while it serves: LAU keeps every class
+    forgotten so far in D_f, so a later deletion cannot bring an earlier one back. When a new
+    lineage is trained on data without those classes, the old caches go.
     """
-    local = ctx.settings.feature_dir / key
-    if not (local / FEATURES_FILE).is_file() and not ctx.storage.get_file(s3_key(key), local / FEATURES_FILE):
-        return False
-    features = load_features(local)
-    keep = ~class_mask(features.train_labels, classes)
-    if bool(keep.all()):
-        return False
-    purged = replace(features, train_features=features.train_features[keep].contiguous(),
-                     train_labels=features.train_labels[keep].contiguous())
-    save_features(purged, local)
-    ctx.storage.put_file(s3_key(key), local / FEATURES_FILE)
-    return True
+    keys = {v.tag("feature_cache_key") for v in ctx.registry.versions()
+            if v.tag("data_version") != data_version and v.tag("feature_cache_key")}
+    removed = []
+    for key in sorted(keys):
+        shutil.rmtree(ctx.settings.feature_dir / key, ignore_errors=True)
+        if ctx.storage.exists(s3_key(key)):
+            ctx.storage.delete(s3_key(key))
+            removed.append(key)
+    return removed

@@ -1,0 +1,86 @@
+"""Feature extraction in shards: which index ranges, and how their features join up again.
+
+``lau.features.extract`` runs over a set of images in batches of ``batch_size`` starting at 0. A shard
+is a contiguous range of one set (train or test) whose bounds fall on those batch boundaries, so
+every image is pushed through the network in the very same batch as in a single-process run, and
+the shards, concatenated in order, are bit for bit the single-process features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lau.errors import BadInput
+
+PARTS = ("train", "test")  # the image sets of a split, in the order FeatureSet holds them
+
+
+@dataclass(frozen=True, order=True)
+class Shard:
+    """Images ``start:stop`` of the ``part`` set (train or test)."""
+
+    part: str
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def name(self) -> str:
+        """A file-name-safe id that sorts in index order: ``train-00000000-00001024``."""
+        return f"{self.part}-{self.start:08d}-{self.stop:08d}"
+
+    def __str__(self) -> str:
+        return f"{self.part}[{self.start}:{self.stop}]"
+
+
+def aligned_shard_size(shard_size: int, batch_size: int) -> int:
+    """``shard_size`` rounded up to a whole number of extraction batches (at least one)."""
+    if shard_size <= 0 or batch_size <= 0:
+        raise BadInput(f"shard size and batch size must be > 0, got {shard_size} and {batch_size}")
+    batches = -(-shard_size // batch_size)  # ceil
+    return batches * batch_size
+
+
+def shard_ranges(count: int, shard_size: int, batch_size: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``range(count)`` in order, each bound on a batch boundary."""
+    if count < 0:
+        raise BadInput(f"image count must be >= 0, got {count}")
+    step = aligned_shard_size(shard_size, batch_size)
+    return [(start, min(start + step, count)) for start in range(0, count, step)]
+
+
+def plan_shards(counts: Mapping[str, int], shard_size: int, batch_size: int) -> list[Shard]:
+    """Every shard of every part (train first, then test), in merge order."""
+    unknown = set(counts) - set(PARTS)
+    if unknown:
+        raise BadInput(f"unknown image sets {sorted(unknown)}; expected {list(PARTS)}")
+    return [Shard(part, start, stop) for part in PARTS if part in counts
+            for start, stop in shard_ranges(counts[part], shard_size, batch_size)]
+
+
+def merge(shards: Sequence[Shard], features: Sequence[torch.Tensor], part: str, count: int) -> torch.Tensor:
+    """The ``part`` set's features: its shards' features concatenated in index order.
+
+    Fails loudly when the shards of ``part`` do not tile ``range(count)`` exactly or a shard's
+    features have the wrong number of rows; an empty set gives ``torch.empty(0)`` like ``extract``.
+    """
+    if len(shards) != len(features):
+        raise BadInput(f"{len(shards)} shards but {len(features)} feature tensors")
+    pieces = sorted(((s, f) for s, f in zip(shards, features, strict=True) if s.part == part),
+                    key=lambda pair: pair[0])
+    expected = 0
+    for shard, tensor in pieces:
+        if shard.start != expected:
+            raise BadInput(f"shards of {part} leave a gap or overlap at image {expected} (next is {shard})")
+        if tensor.shape[0] != shard.size:
+            raise BadInput(f"shard {shard} holds {tensor.shape[0]} rows, expected {shard.size}")
+        expected = shard.stop
+    if expected != count:
+        raise BadInput(f"shards of {part} cover {expected} of {count} images")
+    return torch.cat([tensor for _, tensor in pieces]) if pieces else torch.empty(0)
