@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -161,9 +162,33 @@ def dispatch(args: argparse.Namespace) -> int:
     return handler(args)
 
 
+def console_without_tracebacks() -> None:
+    """Prefect logs a failed task's or flow's traceback on the console; the CLI promises none.
+    Call once Prefect has set up logging (after importing a flow). The traceback still reaches the
+    Prefect UI (its API handler runs first); LAU_DEBUG=1 keeps it on the console too."""
+    if os.environ.get("LAU_DEBUG"):
+        return
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _DropTraceback) for f in handler.filters):
+            handler.addFilter(_DropTraceback())
+
+
+class _DropTraceback(logging.Filter):
+    """The record's message stays, its exception text goes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
 def emit(obj: Any, as_json: bool, human: str) -> None:
     """JSON on stdout with --json, else a human summary."""
     print(json.dumps(obj, indent=2, default=str) if as_json else human, file=_STDOUT, flush=True)
+
+
+def out(text: str) -> None:
+    """A command's result on stdout (everything else goes to stderr)."""
+    print(text, file=_STDOUT, flush=True)
 
 
 def fail(message: str, code: int) -> int:

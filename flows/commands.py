@@ -6,7 +6,17 @@ import argparse
 import sys
 from typing import Any
 
-from flows.cli import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_OK, EXIT_REJECTED, emit, parse_classes, parse_drop
+from flows.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_INFRA,
+    EXIT_OK,
+    EXIT_REJECTED,
+    console_without_tracebacks,
+    emit,
+    out,
+    parse_classes,
+    parse_drop,
+)
 from lau.errors import BadInput
 
 
@@ -57,8 +67,6 @@ def _line(summary: dict) -> str:
 
 
 def train(args: argparse.Namespace) -> int:
-    from flows.train import train_flow
-
     if args.epochs is not None and args.epochs <= 0:
         raise BadInput(f"--epochs must be > 0, got {args.epochs}")
     ctx = _context(args)
@@ -72,6 +80,9 @@ def train(args: argparse.Namespace) -> int:
 
         if args.arch not in MODELS:
             raise BadInput(f"unknown arch '{args.arch}'; choose one of: {', '.join(MODELS)}")
+    from flows.train import train_flow  # after the checks: bad input fails before the heavy imports
+
+    console_without_tracebacks()
     result = train_flow(model_name=ctx.model_name, dataset=args.dataset, arch=args.arch, epochs=args.epochs,
                         params_path=str(ctx.settings.params_path))
     emit(result, args.json, f"registered version {result['version']} of {result['model']} as champion: "
@@ -80,12 +91,15 @@ def train(args: argparse.Namespace) -> int:
 
 
 def forget(args: argparse.Namespace) -> int:
-    from flows.deletion import deletion
-
     classes = parse_classes(args.classes)
     drop = parse_drop(args.max_retain_drop) if args.max_retain_drop is not None else None
     ctx = _context(args)
     _validate(ctx, classes)
+    # a champion whose checkpoint is damaged cannot be unlearned: say so before filing anything
+    ctx.registry.load(ctx.registry.require_champion(), ctx.settings.work_dir)
+    from flows.deletion import deletion  # after the checks: bad input fails before the heavy imports
+
+    console_without_tracebacks()
     request = ctx.ledger.add(ctx.model_name, classes, args.reason)
     print(f"filed {request.request_id} for classes {classes}", file=sys.stderr)
     summary = deletion(request.request_id, model_name=ctx.model_name, max_retain_drop=drop,
@@ -114,10 +128,11 @@ def request(args: argparse.Namespace) -> int:
 
 
 def process(args: argparse.Namespace) -> int:
-    from flows.deletion import process_pending
-
     ctx = _context(args)
     ctx.registry.require_champion()
+    from flows.deletion import process_pending
+
+    console_without_tracebacks()
     summaries = process_pending(model_name=ctx.model_name, params_path=str(ctx.settings.params_path))
     emit(summaries, args.json, "\n".join(_line(s) for s in summaries) or "no pending requests")
     codes = [_exit_for(s) for s in summaries]
@@ -171,9 +186,9 @@ def report(args: argparse.Namespace) -> int:
         if text is None:
             print(f"lau: the report at {uri} is missing from S3", file=sys.stderr)
             return EXIT_INFRA
-        print(text)
+        out(text)
     else:
-        print(uri)
+        out(uri)
     return EXIT_OK
 
 

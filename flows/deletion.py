@@ -20,7 +20,7 @@ from lau.data import progress
 from lau.errors import BadInput
 from lau.gate import Verdict
 from lau.report import PROBE_NOTE
-from tasks.common import Context
+from tasks.common import Context, fault_point
 from tasks.features import cached_features
 from tasks.ledger import FINAL, Request, json_safe, now, read_request, record, retryable_requests
 from tasks.model import evaluate, gate, unlearn
@@ -90,8 +90,10 @@ def attempt(ctx: Context, request: Request, max_retain_drop: float | None,
     champion, parent = load_champion(ctx)
     depth = ctx.params.unlearn.depth
     cached = cached_features(ctx, parent, depth, champion.tag("data_version"))
+    fault_point("features")
     unlearned = unlearn(ctx.params, parent, cached.features, tuple(request.classes), champion.forgotten,
                         champion.excluded)
+    fault_point("unlearn")
     evaluation = evaluate(parent, unlearned.candidate, cached.features, unlearned.forgotten)
     gate_cfg = ctx.params.gate
     if max_retain_drop is not None:
@@ -136,6 +138,7 @@ def complete(ctx: Context, request: Request, version: Version, evaluation: dict,
     """After registration: promote (only over its own parent), exclude the classes from the training
     data, publish the report, record. Idempotent, so a run
     that crashed anywhere here is completed by the next one. None when the version is superseded."""
+    fault_point("registered")
     current = read_champion(ctx)
     parent = version.tag("parent_version")
     if current is not None and current.version not in (parent, version.version):
@@ -147,6 +150,7 @@ def complete(ctx: Context, request: Request, version: Version, evaluation: dict,
     evaluation.setdefault("timings", {})["total_s"] = round(time.perf_counter() - start, 3)
     report_uri = audit_report(ctx, _report(ctx, request, "registered", evaluation, version), plots_dir)
     tag(ctx, version, "report_uri", report_uri)
+    fault_point("promoted")
     request = record(ctx, request, "registered", f"version {version.version} is {ctx.params.registry.alias}",
                      report_uri=report_uri, error=None, **_fields(evaluation, parent, version.version))
     return finish(ctx, request)
