@@ -21,10 +21,10 @@ help:
 	@echo "make bench   side-by-side benchmark of unlearning methods -> bench/out.json"
 
 # torch first, pinned, so that `pip install -e .` finds it satisfied and never swaps it.
-$(VENV)/.stamp: pyproject.toml
+$(VENV)/.stamp: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install torch==2.14.1 torchvision==0.29.1
-	$(VENV)/bin/pip install -e '.[dev]'
+	$(VENV)/bin/pip install -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(VENV)/bin/pip install -c constraints.txt -e '.[dev]'
 	touch $@
 
 venv: $(VENV)/.stamp
