@@ -15,9 +15,11 @@ original head on cached retain features (our extension; 0 = the paper's retain-f
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -192,6 +194,23 @@ def make_optimizer(head: nn.Module, cfg: UnlearnConfig) -> torch.optim.Optimizer
     return torch.optim.Adam(params, lr=cfg.lr)
 
 
+SMALL_HEAD = 2_000_000  # parameters; below this, one thread beats several (no sync, no spin-waits)
+
+
+@contextlib.contextmanager
+def _threads_for(head: nn.Module) -> Iterator[None]:
+    """A small F_c runs on one CPU thread: its matrix products are microseconds long, and thread
+    hand-offs (worse on a busy machine) would cost more than they save."""
+    before = torch.get_num_threads()
+    small = sum(p.numel() for p in head.parameters()) < SMALL_HEAD
+    if small:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _warm_up(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, cfg: UnlearnConfig) -> None:
     """One untimed step on a throwaway copy: PyTorch's first-call costs are not unlearning time."""
     scratch = copy.deepcopy(head)
@@ -215,11 +234,12 @@ def unlearn(model: SplitModel, features: FeatureSet, forget_classes: tuple[int, 
     forget_rows = class_mask(features.train_labels, forget_classes)
     retain = features.train_features[~forget_rows] if cfg.retain_weight > 0 else None
     blocked = tuple(sorted(set(blocked_classes) | set(forget_classes)))
-    _warm_up(candidate.head(depth), features.train_features[:2], features.train_labels[:2], cfg)
-    torch.manual_seed(cfg.seed)
-    result = unlearn_head(head, features.train_features[forget_rows], features.train_labels[forget_rows],
-                          cfg, feature_scale(features.train_features), retain_features=retain,
-                          blocked_classes=blocked)
+    with _threads_for(head):
+        _warm_up(candidate.head(depth), features.train_features[:2], features.train_labels[:2], cfg)
+        torch.manual_seed(cfg.seed)
+        result = unlearn_head(head, features.train_features[forget_rows], features.train_labels[forget_rows],
+                              cfg, feature_scale(features.train_features), retain_features=retain,
+                              blocked_classes=blocked)
     progress(f"[lau] classes {list(forget_classes)}: {result.steps} steps, {result.epochs} epochs, "
              f"{'converged' if result.converged else 'NOT converged'} in {result.seconds * 1000:.1f} ms")
     candidate.eval()
