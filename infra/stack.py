@@ -6,6 +6,7 @@ Run from the repository root (``make up`` / ``make down`` / ``make status`` call
     .venv/bin/python -m infra.stack down     # stop every service with its children
     .venv/bin/python -m infra.stack status   # one line per service; exit 0 only if all are healthy
     .venv/bin/python -m infra.stack env      # print .stack/env (``source .stack/env`` in a shell)
+    LAU_WORKER=1 .venv/bin/python -m infra.stack up   # also a Prefect process worker (``LAU_WORKER=1 make up``)
 
 Data, logs, pids and generated credentials live under LAU_STACK_DIR (default ``.stack``) and
 survive ``down`` / ``up``. Settings, all optional, from the environment:
@@ -15,7 +16,9 @@ survive ``down`` / ``up``. Settings, all optional, from the environment:
     LAU_WEED_ADMIN_PORT 23646 (SeaweedFS also listens on each of its ports + 10000 for gRPC),
     LAU_BUCKET (else ``storage.bucket`` in params.yaml, else "lau"), LAU_STACK_TIMEOUT 90 (s),
     LAU_WEED_BIN (else ``weed`` next to this Python, else on PATH),
-    AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (else generated once into .stack/credentials).
+    AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (else generated once into .stack/credentials),
+    LAU_WORKER (1: also start `prefect worker start --type process` on the pool LAU_WORK_POOL,
+    default "lau-process", that prefect.yaml's deployments use; `down` stops it whatever LAU_WORKER says).
 
 Errors are one line on stderr and a non-zero exit; progress goes to stderr, addresses to stdout.
 """
@@ -51,6 +54,8 @@ DEFAULT_BUCKET = "lau"
 GRPC_OFFSET = 10_000  # SeaweedFS convention: each gRPC port is its HTTP port + 10000
 STOP_GRACE_S = 15.0
 MLFLOW_WORKERS = 2
+DEFAULT_WORK_POOL = "lau-process"  # prefect.yaml's process pool
+WORKER_NAME = "lau-stack-worker"
 NO_TELEMETRY = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 # field of Ports -> (environment variable, default, what listens there)
@@ -100,6 +105,7 @@ class Config:
     timeout_s: float
     access_key: str
     secret_key: str
+    work_pool: str = ""  # the pool of the optional Prefect worker; "" = no worker
 
     def url(self, field: str) -> str:
         return f"http://{HOST}:{getattr(self.ports, field)}"
@@ -140,7 +146,20 @@ def load_config(environ: Mapping[str, str], *, create_credentials: bool = False)
     except ValueError:
         raise StackError("LAU_STACK_TIMEOUT must be a number of seconds") from None
     key, secret = load_credentials(environ, stack_dir, create=create_credentials)
-    return Config(stack_dir, bucket, ports, timeout_s, key, secret)
+    return Config(stack_dir, bucket, ports, timeout_s, key, secret, read_work_pool(environ))
+
+
+def read_work_pool(environ: Mapping[str, str]) -> str:
+    """LAU_WORKER=1 (true, yes, on) asks for a worker on LAU_WORK_POOL; "" when not asked."""
+    wanted = environ.get("LAU_WORKER", "").strip().lower()
+    if wanted in ("", "0", "false", "no", "off"):
+        return ""
+    if wanted not in ("1", "true", "yes", "on"):
+        raise StackError(f"LAU_WORKER={environ['LAU_WORKER']!r}: expected 1 or 0")
+    pool = environ.get("LAU_WORK_POOL", DEFAULT_WORK_POOL)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", pool):
+        raise StackError(f"LAU_WORK_POOL={pool!r} is not a work pool name (letters, digits, - _ .)")
+    return pool
 
 
 def read_port(environ: Mapping[str, str], field: str) -> int:
@@ -200,8 +219,9 @@ def find_weed(environ: Mapping[str, str]) -> str:
 # ---------------------------------------------------------------- the services
 
 
-def services(cfg: Config) -> list[Service]:
-    """The three services, in start order (MLflow stores its artifacts on S3)."""
+def services(cfg: Config, *, every_kind: bool = False) -> list[Service]:
+    """The services in start order (MLflow stores its artifacts on S3, the worker needs Prefect):
+    S3, MLflow and Prefect, and the worker when asked for (or ``every_kind``, to stop it)."""
 
     def spec(field: str, grpc: bool = False) -> PortSpec:
         env_var, _, label = PORT_SETTINGS[field]
@@ -215,6 +235,7 @@ def services(cfg: Config) -> list[Service]:
         Service("s3", "S3", s3_ports),
         Service("mlflow", "MLflow", (spec("mlflow"),)),
         Service("prefect", "Prefect", (spec("prefect"),)),
+        *([Service("worker", "Worker", ())] if cfg.work_pool or every_kind else []),
     ]
 
 
@@ -224,6 +245,8 @@ def command(service: Service, cfg: Config, environ: Mapping[str, str]) -> list[s
         return weed_command(cfg, find_weed(environ))
     if service.name == "mlflow":
         return mlflow_command(cfg)
+    if service.name == "worker":
+        return worker_command(cfg)
     return [
         sys.executable,
         "-m",
@@ -266,6 +289,13 @@ def mlflow_command(cfg: Config) -> list[str]:
     return [sys.executable, "-m", "mlflow", "server", *listen, *store, *artifacts]
 
 
+def worker_command(cfg: Config) -> list[str]:
+    """A Prefect process worker: it polls the pool and runs each flow run in a subprocess."""
+    pool = cfg.work_pool or DEFAULT_WORK_POOL
+    return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
+            "--name", WORKER_NAME]
+
+
 def service_env(service: Service, cfg: Config, environ: Mapping[str, str]) -> dict[str, str]:
     """The environment a service runs with: ours on top of the caller's."""
     env = {
@@ -289,6 +319,8 @@ def service_env(service: Service, cfg: Config, environ: Mapping[str, str]) -> di
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
         )
+    if service.name == "worker":  # its flow runs inherit this: what `source .stack/env` gives a shell
+        env.update(env_values(cfg), PREFECT_HOME=str(cfg.stack_dir / "worker"))
     return env
 
 
@@ -298,6 +330,8 @@ def check_health(service: Service, cfg: Config) -> None:
         check_s3(cfg)
     elif service.name == "mlflow":
         check_http(f"{cfg.url('mlflow')}/health")
+    elif service.name == "worker":
+        check_worker(cfg)
     else:
         check_http(f"{cfg.url('prefect')}/api/health")
 
@@ -310,6 +344,21 @@ def check_http(url: str) -> None:
                 raise NotHealthy(f"HTTP {response.status} from {url}")
     except (urllib.error.URLError, OSError) as error:
         raise NotHealthy(f"{url}: {getattr(error, 'reason', error)}") from None
+
+
+def check_worker(cfg: Config) -> None:
+    """The Prefect server lists our worker as ONLINE in its pool (it heartbeats every 30 s)."""
+    pool = cfg.work_pool or DEFAULT_WORK_POOL
+    url = f"{cfg.url('prefect')}/api/work_pools/{pool}/workers/filter"
+    request = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=3) as response:
+            workers = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise NotHealthy(f"pool {pool}: {getattr(error, 'reason', error)}") from None
+    if not any(w.get("name") == WORKER_NAME and w.get("status") == "ONLINE" for w in workers):
+        raise NotHealthy(f"worker {WORKER_NAME} is not online in pool {pool}")
 
 
 def check_s3(cfg: Config) -> None:
@@ -356,7 +405,7 @@ def running_pid(service: Service, cfg: Config) -> int | None:
 
 def launch(service: Service, cfg: Config, environ: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """Start a service in its own session, logging to its log file; record its pid."""
-    for sub in ("logs", "logs/weed", "pids", "run", "s3", "mlflow", "prefect"):
+    for sub in ("logs", "logs/weed", "pids", "run", "s3", "mlflow", "prefect", "worker"):
         (cfg.stack_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     proc = procs.start_daemon(
         command(service, cfg, environ),
@@ -365,7 +414,8 @@ def launch(service: Service, cfg: Config, environ: Mapping[str, str]) -> subproc
         env=service_env(service, cfg, environ),
         cwd=cfg.stack_dir,
     )
-    progress(f"{service.title} starting on port {service.ports[0].port} (pid {proc.pid})")
+    where = f"on port {service.ports[0].port}" if service.ports else f"on pool {cfg.work_pool or DEFAULT_WORK_POOL}"
+    progress(f"{service.title} starting {where} (pid {proc.pid})")
     return proc
 
 
@@ -418,6 +468,8 @@ def cmd_up(cfg: Config, environ: Mapping[str, str]) -> None:
     print(f"S3       {cfg.url('s3')}  (bucket {cfg.bucket})")
     print(f"MLflow   {cfg.url('mlflow')}")
     print(f"Prefect  {cfg.url('prefect')}")
+    if cfg.work_pool:
+        print(f"Worker   pool {cfg.work_pool}  (deployments: prefect deploy --all)")
     print(f"Settings source {display_path(cfg.stack_dir / 'env')}")
 
 
@@ -433,8 +485,9 @@ def already_running(service: Service, cfg: Config) -> bool:
 def start_and_wait(
     all_services: list[Service], to_start: list[Service], cfg: Config, environ: Mapping[str, str]
 ) -> None:
-    """S3 and Prefect boot side by side, MLflow once S3 answers. On failure, stop what we started."""
-    s3, mlflow, prefect = all_services
+    """S3 and Prefect boot side by side, MLflow once S3 answers, the worker once Prefect answers.
+    On failure, stop what we started."""
+    s3, mlflow, prefect, *worker = all_services
     launched: dict[str, subprocess.Popen[bytes]] = {}
     since = {s.name: time.monotonic() for s in all_services}
 
@@ -453,6 +506,9 @@ def start_and_wait(
         start(mlflow)  # MLflow stores its artifacts on S3
         wait(mlflow)
         wait(prefect)
+        for service in worker:
+            start(service)
+            wait(service)
     except (StackError, KeyboardInterrupt):
         for service in reversed(all_services):
             if service.name in launched:
@@ -462,7 +518,7 @@ def start_and_wait(
 
 def check_ports_free(to_start: list[Service]) -> None:
     """Fail before starting anything if a port we need is taken; public ports are named first."""
-    ordered = [s.ports[0] for s in to_start] + [p for s in to_start for p in s.ports[1:]]
+    ordered = [s.ports[0] for s in to_start if s.ports] + [p for s in to_start for p in s.ports[1:]]
     for spec in ordered:
         if procs.port_in_use(HOST, spec.port):
             raise StackError(
@@ -472,15 +528,17 @@ def check_ports_free(to_start: list[Service]) -> None:
 
 def cmd_down(cfg: Config) -> None:
     with stack_lock(cfg):
-        for service in reversed(services(cfg)):
+        for service in reversed(services(cfg, every_kind=True)):  # a worker too, whatever LAU_WORKER says
             stop(service, cfg)
 
 
 def cmd_status(cfg: Config) -> bool:
     """Print one line per service; True when all are running and healthy."""
     all_healthy = True
-    for service in services(cfg):
+    for service in services(cfg, every_kind=True):
         pid = running_pid(service, cfg)
+        if service.name == "worker" and pid is None and not cfg.work_pool:
+            continue  # not asked for, not running: no line
         state = "stopped"
         if pid is not None:
             try:
@@ -489,12 +547,18 @@ def cmd_status(cfg: Config) -> bool:
             except NotHealthy as error:
                 state = f"running, not healthy: {error} (pid {pid})"
         all_healthy &= state.startswith("healthy")
-        print(f"{service.title:8} {state:40} {cfg.url(service.name)}")
+        where = f"pool {cfg.work_pool or DEFAULT_WORK_POOL}" if service.name == "worker" else cfg.url(service.name)
+        print(f"{service.title:8} {state:40} {where}")
     return all_healthy
 
 
 def env_lines(cfg: Config) -> list[str]:
-    values = {
+    return [f"export {name}={shlex.quote(value)}" for name, value in env_values(cfg).items()]
+
+
+def env_values(cfg: Config) -> dict[str, str]:
+    """What a client needs to talk to the stack (.stack/env exports exactly these)."""
+    return {
         "AWS_ACCESS_KEY_ID": cfg.access_key,
         "AWS_SECRET_ACCESS_KEY": cfg.secret_key,
         "AWS_DEFAULT_REGION": REGION,
@@ -507,7 +571,6 @@ def env_lines(cfg: Config) -> list[str]:
         "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
         **NO_TELEMETRY,
     }
-    return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
 
 
 def write_env_file(cfg: Config) -> None:

@@ -4,18 +4,32 @@
 is a contiguous range of one set (train or test) whose bounds fall on those batch boundaries, so
 every image is pushed through the network in the very same batch as in a single-process run, and
 the shards, concatenated in order, are bit for bit the single-process features.
+
+A shard folder holds what every shard reads (``inputs/model``: a checkpoint, ``inputs/images``: the
+split's uint8 images) and one ``<shard>.safetensors`` per finished shard, so that only paths travel
+to the processes (or machines) that run the shards.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
+from lau.checkpoint import load_checkpoint, save_checkpoint
 from lau.errors import BadInput
+from lau.features import extract
+from lau.models import SplitModel
 
 PARTS = ("train", "test")  # the image sets of a split, in the order FeatureSet holds them
+MODEL_DIR = "inputs/model"
+IMAGES_FILE = "inputs/images.safetensors"
 
 
 @dataclass(frozen=True, order=True)
@@ -84,3 +98,34 @@ def merge(shards: Sequence[Shard], features: Sequence[torch.Tensor], part: str, 
     if expected != count:
         raise BadInput(f"shards of {part} cover {expected} of {count} images")
     return torch.cat([tensor for _, tensor in pieces]) if pieces else torch.empty(0)
+
+
+def write_inputs(model: SplitModel, images: Mapping[str, torch.Tensor], depth: int, folder: str | Path) -> None:
+    """Write what every shard of ``folder`` reads: the model's checkpoint and the images of each part."""
+    folder = Path(folder)
+    save_checkpoint(model, folder / MODEL_DIR, depth=depth)
+    save_file({f"{part}_images": tensor.contiguous() for part, tensor in images.items()}, str(folder / IMAGES_FILE))
+
+
+def extract_shard_file(shard: Shard, folder: str | Path, depth: int, batch_size: int, threads: int) -> Path:
+    """F_f of one shard's images, with ``threads`` torch threads, into ``folder/<shard>.safetensors``.
+
+    The thread count is part of the result: MKL's matrix products round differently with another
+    count, so a shard reproduces a single-process run only with that process's count.
+    """
+    folder = Path(folder)
+    torch.set_num_threads(threads)
+    model, _ = load_checkpoint(folder / MODEL_DIR)
+    with safe_open(str(folder / IMAGES_FILE), "pt") as handle:
+        images = handle.get_slice(f"{shard.part}_images")[shard.start:shard.stop]  # (B, C, H, W) uint8
+    features = extract(model, images, depth, batch_size, label=f"features {shard}")
+    path = folder / f"{shard.name}.safetensors"
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    save_file({"features": features.contiguous()}, str(partial))
+    os.replace(partial, path)  # a reader never sees half a shard
+    return path
+
+
+def read_shard_file(path: str | Path) -> torch.Tensor:
+    """The features a shard wrote."""
+    return load_file(str(path))["features"]

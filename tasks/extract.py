@@ -21,6 +21,7 @@ Benchmark (single process vs local runner vs Dask with 1 and 2 workers), see ``b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -33,19 +34,14 @@ import torch
 from prefect import flow, task, unmapped
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
-from lau.checkpoint import load_checkpoint, save_checkpoint
+from lau import shards
 from lau.config import Params, RunnerConfig
 from lau.data import Split, progress
-from lau.features import FeatureSet, cache_key, extract
+from lau.features import FeatureSet, cache_key
 from lau.models import SplitModel
-from lau.shards import PARTS, Shard, merge, plan_shards
+from lau.shards import Shard
 from tasks.common import MATH
-
-INPUTS = "inputs"  # inside a shard folder: model/ (checkpoint) and images.safetensors
-IMAGES = "images.safetensors"
 
 
 def task_runner(runner: RunnerConfig) -> Any:
@@ -64,32 +60,22 @@ def task_runner(runner: RunnerConfig) -> Any:
 
 @task(name="extract shard", task_run_name="extract {shard}", **MATH)
 def extract_shard(shard: Shard, shard_dir: str, depth: int, batch_size: int, threads: int) -> str:
-    """F_f of one shard's images, written to ``shard_dir/<shard>.safetensors``; returns that path."""
-    folder = Path(shard_dir)
-    torch.set_num_threads(threads)  # the caller's count: same rounding as a single-process run
-    model, _ = load_checkpoint(folder / INPUTS / "model")
-    with safe_open(str(folder / INPUTS / IMAGES), "pt") as handle:
-        images = handle.get_slice(f"{shard.part}_images")[shard.start:shard.stop]  # (B, C, H, W) uint8
-    features = extract(model, images, depth, batch_size, label=f"features {shard}")
-    path = folder / f"{shard.name}.safetensors"
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    save_file({"features": features.contiguous()}, str(partial))
-    os.replace(partial, path)  # a reader never sees half a shard
-    return str(path)
+    """F_f of one shard's images, written into the shard folder; returns the file's path."""
+    return str(shards.extract_shard_file(shard, shard_dir, depth, batch_size, threads))
 
 
 @flow(name="extract features", flow_run_name="extract {depth}-deep features in {shard_size}-image shards")
 def extract_features_flow(shard_dir: str, counts: dict[str, int], depth: int, batch_size: int,
                           shard_size: int, threads: int) -> dict[str, torch.Tensor]:
     """Map ``extract shard`` over every shard of the train and test images; merge each set in order."""
-    shards = plan_shards(counts, shard_size, batch_size)
-    progress(f"[extract] {sum(counts.values())} images in {len(shards)} shards, {threads} torch threads each")
-    futures = extract_shard.map(shards, unmapped(shard_dir), unmapped(depth), unmapped(batch_size),
+    planned = shards.plan_shards(counts, shard_size, batch_size)
+    progress(f"[extract] {sum(counts.values())} images in {len(planned)} shards, {threads} torch threads each")
+    futures = extract_shard.map(planned, unmapped(shard_dir), unmapped(depth), unmapped(batch_size),
                                 unmapped(threads))
     wait(futures)  # every shard settles before anything is read (or the folder is removed)
     paths = futures.result()  # raises the first shard's failure
-    tensors = [load_file(path)["features"] for path in paths]
-    return {part: merge(shards, tensors, part, counts.get(part, 0)) for part in PARTS}
+    tensors = [shards.read_shard_file(path) for path in paths]
+    return {part: shards.merge(planned, tensors, part, counts.get(part, 0)) for part in shards.PARTS}
 
 
 def extract_sharded(params: Params, model: SplitModel, split: Split, data_version: str, *,
@@ -107,24 +93,16 @@ def extract_sharded(params: Params, model: SplitModel, split: Split, data_versio
     threads = threads or torch.get_num_threads()
     shard_dir = Path(cache_dir) / "shards" / uuid.uuid4().hex[:12]  # private: concurrent runs never mix
     try:
-        write_inputs(model, split, depth, shard_dir)
+        shards.write_inputs(model, {"train": split.train_images, "test": split.test_images}, depth, shard_dir)
         counts = {"train": len(split.train_images), "test": len(split.test_images)}
         subflow = extract_features_flow.with_options(task_runner=task_runner(runner))
         features = subflow(str(shard_dir), counts, depth, params.features.batch_size, runner.shard_size, threads)
     finally:
         shutil.rmtree(shard_dir, ignore_errors=True)
-        with_parent = shard_dir.parent
-        if with_parent.is_dir() and not any(with_parent.iterdir()):
-            with_parent.rmdir()
+        with contextlib.suppress(OSError):  # still in use by a concurrent extraction: it removes it
+            shard_dir.parent.rmdir()
     return FeatureSet(cache_key(model, depth, data_version), depth, features["train"], split.train_labels.clone(),
                       features["test"], split.test_labels.clone())
-
-
-def write_inputs(model: SplitModel, split: Split, depth: int, shard_dir: Path) -> None:
-    """What every shard reads: the model's checkpoint and the split's images."""
-    save_checkpoint(model, shard_dir / INPUTS / "model", depth=depth)
-    save_file({"train_images": split.train_images.contiguous(), "test_images": split.test_images.contiguous()},
-              str(shard_dir / INPUTS / IMAGES))
 
 
 # ---------------------------------------------------------------- benchmark
@@ -134,6 +112,7 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Time single-process extraction, the local runner and Dask clusters of each worker count."""
     import dataclasses
     import tempfile
+    from functools import partial
 
     from distributed import LocalCluster
 
@@ -149,50 +128,36 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     images = len(split.train_images) + len(split.test_images)
     threads = torch.get_num_threads()
     rows: list[dict[str, Any]] = []
+    reference = extract_features(model, split, 1, "bench", args.batch_size)
 
-    def row(runner: str, workers: int, per_worker: int, start_s: float, times: list[float],
-            features: FeatureSet) -> None:
+    def measure(runner: str, workers: int, per_worker: int, start_s: float, run: Any) -> None:
+        times, features = [], None
+        for _ in range(args.repeat):
+            began = time.perf_counter()
+            features = run()
+            times.append(time.perf_counter() - began)
+        warm = min(times[1:] or times)  # the best of the warm runs: the least disturbed by other jobs
         equal = (torch.equal(features.train_features, reference.train_features)
                  and torch.equal(features.test_features, reference.test_features))
         rows.append({"runner": runner, "workers": workers, "threads_per_worker": per_worker,
-                     "start_s": round(start_s, 2), "cold_s": round(times[0], 2), "warm_s": round(times[-1], 2),
-                     "images_per_s": round(images / times[-1], 1), "bit_identical": equal})
+                     "start_s": round(start_s, 2), "cold_s": round(times[0], 2), "warm_s": round(warm, 2),
+                     "images_per_s": round(images / warm, 1), "bit_identical": equal})
         progress(f"[bench] {rows[-1]}")
 
-    def timed(fn: Any) -> tuple[float, Any]:
-        began = time.perf_counter()
-        out = fn()
-        return time.perf_counter() - began, out
-
     with tempfile.TemporaryDirectory(prefix="lau-bench-extract-") as scratch:
-        times, reference = [], None
-        for _ in range(args.repeat):
-            seconds, reference = timed(lambda: extract_features(model, split, 1, "bench", args.batch_size))
-            times.append(seconds)
-        row("single process", 1, threads, 0.0, times, reference)
-
-        local = RunnerConfig(kind="local", shard_size=args.shard_size)
-        times = []
-        for _ in range(args.repeat):
-            seconds, features = timed(lambda: extract_sharded(params, model, split, "bench", cache_dir=scratch,
-                                                              runner=local))
-            times.append(seconds)
-        row("local (thread pool)", 1, threads, 0.0, times, features)
-
+        measure("single process", 1, threads, 0.0,
+                partial(extract_features, model, split, 1, "bench", args.batch_size))
+        sharded = partial(extract_sharded, params, model, split, "bench", cache_dir=scratch)
+        measure("local (thread pool)", 1, threads, 0.0,
+                partial(sharded, runner=RunnerConfig(kind="local", shard_size=args.shard_size)))
         for workers in args.workers:
             for per_worker in args.threads or [threads]:
-                start_s, cluster = timed(lambda: LocalCluster(n_workers=workers, threads_per_worker=1,
-                                                              processes=True, host="127.0.0.1",
-                                                              dashboard_address=":0"))
-                with cluster:
-                    on_cluster = RunnerConfig(kind="dask", address=cluster.scheduler_address,
-                                              shard_size=args.shard_size)
-                    times = []
-                    for _ in range(args.repeat):
-                        seconds, features = timed(lambda: extract_sharded(  # noqa: B023 - called at once
-                            params, model, split, "bench", cache_dir=scratch, runner=on_cluster, threads=per_worker))
-                        times.append(seconds)
-                    row("dask", workers, per_worker, start_s, times, features)
+                began = time.perf_counter()
+                with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=":0") as cluster:
+                    start_s = time.perf_counter() - began
+                    runner = RunnerConfig(kind="dask", address=cluster.scheduler_address, shard_size=args.shard_size)
+                    measure("dask", workers, per_worker, start_s, partial(sharded, runner=runner, threads=per_worker))
     return rows
 
 
@@ -200,7 +165,7 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     head = (f"Feature extraction, {args.dataset} (max_per_class {args.max_per_class}), {args.arch}, depth 1, "
             f"batch {args.batch_size}, shards of {args.shard_size}; {os.cpu_count()} CPUs, load average {load} "
-            f"at the end; cold = first run (workers import torch), warm = run {args.repeat}")
+            f"at the end; cold = first run (workers import torch), warm = best of runs 2-{args.repeat}")
     lines = [head, "",
              "| runner | workers | torch threads / worker | cluster start s | cold s | warm s | images/s (warm) "
              "| equal to single process |",
@@ -228,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")], default=None,
                    help="torch threads per Dask worker to try, e.g. 2,1 (default: this process's count, "
                         "the only one that is bit-identical)")
-    p.add_argument("--repeat", type=int, default=2, help="runs per row; the last one is reported as warm")
+    p.add_argument("--repeat", type=int, default=3, help="runs per row: the first is cold, the best other one warm")
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     rows = bench(args)

@@ -11,9 +11,9 @@ from prefect import task
 from lau.data import progress
 from lau.features import FEATURES_FILE, FeatureSet, cache_key, load_features, save_features
 from lau.models import SplitModel
-from lau.pipeline import featurize
 from tasks.common import IO, Context
 from tasks.data import fetch
+from tasks.extract import extract_sharded
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def cached_features(ctx: Context, model: SplitModel, depth: int, data_version: s
         return CachedFeatures(load_features(local), "s3", time.perf_counter() - start)
     progress(f"[features] cache miss for {key}: extracting")
     split = fetch(ctx.storage, data_version, ctx.settings.work_dir)
-    features = featurize(ctx.params, model, split, data_version, depth=depth)
+    features = extract_sharded(ctx.params, model, split, data_version, cache_dir=local, depth=depth)
     save_features(features, local)
     ctx.storage.put_file(s3_key(key), local / FEATURES_FILE)
     return CachedFeatures(features, "extracted", time.perf_counter() - start)

@@ -1,0 +1,170 @@
+"""How the pipeline is deployed, checked without running it: prefect.yaml, the stack's optional
+worker, and the production manifests (infra/production), which are parsed, not started."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from flows.deletion import deletion, process_pending
+from infra import stack
+
+REPO = Path(__file__).resolve().parents[2]
+PRODUCTION = REPO / "infra" / "production"
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|AUTH_STRING|TOKEN", re.IGNORECASE)
+COMPOSE_PLACEHOLDER = re.compile(r"\$\{[A-Z][A-Z0-9_]*(:?[?-][^}]*)?\}")  # ${VAR}, ${VAR:?msg}, ${VAR:-default}
+URL_CREDENTIALS = re.compile(r"://[^/:@\s]+:([^@\s]+)@")  # scheme://user:PASSWORD@host
+
+
+# ---------------------------------------------------------------- prefect.yaml
+
+
+@pytest.fixture(scope="module")
+def prefect_yaml() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "prefect.yaml").read_text())
+
+
+def test_prefect_yaml_deploys_both_deletion_flows(prefect_yaml: dict[str, Any]) -> None:
+    deployments = {d["name"]: d for d in prefect_yaml["deployments"]}
+    assert deployments["process-pending"]["entrypoint"] == "flows/deletion.py:process_pending"
+    assert deployments["deletion"]["entrypoint"] == "flows/deletion.py:deletion"
+    flows = {"process-pending": process_pending, "deletion": deletion}
+    for name, deployment in deployments.items():
+        assert deployment["work_pool"]["name"] == "lau-process"
+        accepted = set(flows[name].parameters.properties)
+        assert set(deployment["parameters"]) <= accepted, f"{name}: unknown parameters"
+
+
+def test_prefect_yaml_schedule_is_params_yaml_schedule(prefect_yaml: dict[str, Any]) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())["schedule"]
+    by_name = {d["name"]: d for d in prefect_yaml["deployments"]}
+    assert by_name["process-pending"]["schedules"] == [
+        {"cron": params["cron"], "timezone": params["timezone"], "active": True}]
+    assert by_name["deletion"]["schedules"] == []  # on demand only
+
+
+# ---------------------------------------------------------------- the stack's worker
+
+
+@pytest.mark.parametrize("value", ["1", "yes", "true"])
+def test_lau_worker_adds_a_process_worker_to_the_stack(value: str, tmp_path: Path) -> None:
+    env = {"LAU_STACK_DIR": str(tmp_path), "LAU_WORKER": value, "AWS_ACCESS_KEY_ID": "k",
+           "AWS_SECRET_ACCESS_KEY": "s"}
+    cfg = stack.load_config(env)
+    assert [s.name for s in stack.services(cfg)] == ["s3", "mlflow", "prefect", "worker"]
+    command = stack.command(stack.services(cfg)[-1], cfg, env)
+    assert command[command.index("worker"):][:6] == ["worker", "start", "--pool", "lau-process", "--type", "process"]
+    worker_env = stack.service_env(stack.services(cfg)[-1], cfg, env)
+    assert worker_env["PREFECT_API_URL"] == f"{cfg.url('prefect')}/api"  # its flow runs reach the stack
+    assert worker_env["MLFLOW_TRACKING_URI"] == cfg.url("mlflow")
+
+
+def test_without_lau_worker_there_is_no_worker_but_down_still_stops_one(tmp_path: Path) -> None:
+    cfg = stack.load_config({"LAU_STACK_DIR": str(tmp_path), "LAU_WORKER": "0"})
+    assert [s.name for s in stack.services(cfg)] == ["s3", "mlflow", "prefect"]
+    assert [s.name for s in stack.services(cfg, every_kind=True)][-1] == "worker"
+    with pytest.raises(stack.StackError, match="LAU_WORKER"):
+        stack.load_config({"LAU_STACK_DIR": str(tmp_path), "LAU_WORKER": "maybe"})
+
+
+# ---------------------------------------------------------------- production manifests
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((PRODUCTION / "docker-compose.yml").read_text())
+
+
+def kubernetes() -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all((PRODUCTION / "kubernetes.yaml").read_text()) if doc]
+
+
+def strings(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from strings(key)
+            yield from strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from strings(item)
+    elif isinstance(node, str):
+        yield node
+
+
+def compose_env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = doc.get("spec", {})
+    pod = spec.get("template", {}).get("spec", {})
+    return pod.get("containers", []) + pod.get("initContainers", [])
+
+
+EVERY_SERVICE = {"postgres", "s3", "mlflow", "prefect-server", "prefect-worker"}
+
+
+def test_compose_runs_every_service_of_the_stack() -> None:
+    services = compose()["services"]
+    assert EVERY_SERVICE <= set(services)
+    assert "--type" in services["prefect-worker"]["command"] and "lau-process" in services["prefect-worker"]["command"]
+    assert "postgresql://" in compose_env(services["mlflow"])["MLFLOW_BACKEND_STORE_URI"]
+    assert compose_env(services["prefect-server"])["PREFECT_SERVER_DATABASE_DRIVER"] == "postgresql+asyncpg"
+    assert compose_env(services["mlflow"])["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
+
+
+def test_kubernetes_runs_every_service_of_the_stack() -> None:
+    workloads = {doc["metadata"]["name"] for doc in kubernetes() if doc["kind"] in ("Deployment", "StatefulSet")}
+    services = {doc["metadata"]["name"] for doc in kubernetes() if doc["kind"] == "Service"}
+    assert EVERY_SERVICE <= workloads
+    assert EVERY_SERVICE - {"prefect-worker"} <= services  # what others connect to has a Service
+
+
+def test_compose_holds_no_credentials() -> None:
+    """Every secret-looking variable is a ${VAR} placeholder filled from .env, never a value."""
+    for name, service in compose()["services"].items():
+        for key, value in compose_env(service).items():
+            if SECRET_NAME.search(key):
+                assert COMPOSE_PLACEHOLDER.fullmatch(value), f"{name}: {key} holds a value, not ${{VAR}}"
+    for text in strings(compose()):
+        for password in URL_CREDENTIALS.findall(text):
+            assert COMPOSE_PLACEHOLDER.fullmatch(password), f"a URL embeds a literal password: {text}"
+
+
+def test_kubernetes_holds_no_credentials() -> None:
+    """Every secret-looking variable comes from a secretKeyRef; no Secret object carries data."""
+    docs = kubernetes()
+    assert not [d for d in docs if d["kind"] == "Secret"], "secrets are generated from .env (kustomization.yaml)"
+    for doc in docs:
+        for container in containers(doc):
+            for entry in container.get("env", []):
+                if SECRET_NAME.search(entry["name"]):
+                    assert "value" not in entry, f"{doc['metadata']['name']}: {entry['name']} is inline"
+                    assert entry["valueFrom"]["secretKeyRef"]["name"] == "lau-secrets"
+    for text in strings(docs):
+        for password in URL_CREDENTIALS.findall(text):
+            assert re.fullmatch(r"\$\([A-Z][A-Z0-9_]*\)", password), f"a URL embeds a literal password: {text}"
+    for key, value in yaml.safe_load((PRODUCTION / "kustomization.yaml").read_text()).items():
+        if key == "secretGenerator":
+            assert all(set(gen) <= {"name", "envs", "files"} for gen in value), "no literals in the generator"
+
+
+def test_env_example_names_every_secret_and_fills_none() -> None:
+    values = dict(line.split("=", 1) for line in (PRODUCTION / "env.example").read_text().splitlines()
+                  if line and not line.startswith("#"))
+    referenced = set()
+    for text in strings(compose()):
+        referenced |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
+    for doc in kubernetes():
+        for container in containers(doc):
+            referenced |= {e["valueFrom"]["secretKeyRef"]["key"] for e in container.get("env", [])
+                           if "secretKeyRef" in e.get("valueFrom", {})}
+    assert referenced <= set(values), f"missing from env.example: {sorted(referenced - set(values))}"
+    assert all(value == "" for key, value in values.items() if SECRET_NAME.search(key)), "env.example holds a secret"
