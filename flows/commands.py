@@ -151,6 +151,8 @@ def bench(args: argparse.Namespace) -> int:
     from lau.bench import check_methods, run_bench, speedups, write_outputs
     from lau.config import load_params
 
+    if args.chain:
+        return _chain(args)
     methods = check_methods(tuple(m.strip() for m in args.methods.split(",") if m.strip()))
     classes = tuple(parse_classes(args.classes))
     params = load_params(_params_path())
@@ -166,6 +168,26 @@ def bench(args: argparse.Namespace) -> int:
     for line in speedups(result):
         print(f"LAU speed-up {line}", file=sys.stderr)
     print(f"wrote {paths['json']}, {paths['table']}, {paths['plot']}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _chain(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from lau.bench import run_chain
+    from lau.config import load_params
+
+    result = run_chain(load_params(_params_path()), parse_classes(args.chain))
+    path = Path(args.json_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["| forgotten | steps | converged | unlearn_s | forget_acc | test_forget_acc | test_retain_acc | retain_drop |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['forgotten']} | {r['steps']} | {r['converged']} | {r['unlearn_s']} | {r['forget_acc']} | "
+              f"{r['test_forget_acc']} | {r['test_retain_acc']:.2f} | {r['retain_drop']:.2f} |" for r in result["rows"]]
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), file=sys.stderr)
     return EXIT_OK
 
 

@@ -123,3 +123,28 @@ def speedups(result: dict) -> list[dict]:
 
 
 assert set(ROW_KEYS) <= set(CONTRACT_KEYS)
+
+
+def run_chain(params: Params, chain: list[int]) -> dict:
+    """Sequential deletions on one lineage (forget chain[0], then chain[1] from that version, ...):
+    the cumulative forget / test-forget accuracy and retain drop after every step."""
+    from lau.pipeline import evaluate_candidate, unlearn_classes
+
+    split = prepare(params.data)
+    for cls in chain:
+        check_classes((cls,), split.num_classes, excluded=split.excluded_classes)
+    _warm_up()
+    model = fit(new_model(split, params.model, params.train.seed), split.train_images, split.train_labels,
+                params.train, label="original")
+    features = extract_features(model, split, params.unlearn.depth, "chain", params.features.batch_size)
+    rows, parent, done = [], model, ()
+    for cls in chain:
+        step = unlearn_classes(params, parent, features, (cls,), done)
+        metrics = evaluate_candidate(parent, step.candidate, features, step.forgotten)["metrics"]
+        rows.append({"forgotten": list(step.forgotten), "steps": step.result.steps,
+                     "converged": step.result.converged, "unlearn_s": round(step.result.seconds, 5),
+                     **{k: metrics[k] for k in ("forget_acc", "test_forget_acc", "test_retain_acc",
+                                                "retain_drop", "test_predicted_as_forgotten")}})
+        parent, done = step.candidate, step.forgotten
+    return {"dataset": params.data.dataset, "arch": params.model.arch, "balanced": params.unlearn.balanced,
+            "margin": params.unlearn.margin, "chain": chain, "rows": rows}
