@@ -77,9 +77,9 @@ def handle_request(ctx: Context, request_id: str, max_retain_drop: float | None 
         request = record(ctx, request, "rejected", str(err), error=str(err))
         return finish(ctx, request)
     except InfraError as err:
-        try:
-            record(ctx, request, "failed", str(err), error=str(err))  # retryable by `lau process`
-        except Exception:  # noqa: BLE001 - S3 itself may be the failing service; it stays 'running'
+        try:  # one try, no task retries: S3 itself may be the failing service; it then stays 'running'
+            ctx.ledger.update(request, "failed", str(err), error=str(err))  # retryable by `lau process`
+        except Exception:  # noqa: BLE001 - either way the request is retryable
             pass
         raise
 

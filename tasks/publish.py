@@ -14,7 +14,7 @@ from prefect import task
 
 from lau.checkpoint import file_sha256, save_checkpoint
 from lau.models import SplitModel
-from tasks.common import IO, Context
+from tasks.common import IO, Context, fault_point
 from tasks.registry import Version, experiment, infra, log_dataset, log_model_artifacts
 
 
@@ -58,6 +58,7 @@ def register(ctx: Context, model: SplitModel, *, run_name: str, tags: dict[str, 
             logged = log_model_artifacts(model, checkpoint)
             mlflow.set_tags({f"lau.{k}": str(v) for k, v in tags.items()})
             all_tags = {**tags, "weights_sha256": file_sha256(checkpoint / "model.safetensors")}
+            fault_point("register")
         return ctx.registry.register(run.info.run_id, logged.model_uri, logged.model_id, all_tags)
     except mlflow.exceptions.MlflowException as err:
         raise infra(err) from None

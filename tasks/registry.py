@@ -21,18 +21,24 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
 from lau.checkpoint import WEIGHTS, file_sha256, load_checkpoint
+from lau.data import progress
 from lau.errors import BadInput
 from lau.models import SplitModel
+from tasks.common import fault_point
 from tasks.settings import InfraError
 
 TAG = "lau."
 CHECKPOINT_PATH = "checkpoint"
 PYTORCH_PATH = "model"
 
-# Fail within ~15 s instead of MLflow's default minutes of retries when the server is down.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+# No HTTP retries inside the MLflow client: the Prefect tasks retry (tasks.common.IO), and retries
+# layered on retries multiply. With 3 here, an S3 outage behind MLflow's artifact proxy (~9 s per
+# failed upload) kept `lau forget` retrying for ~4 minutes before it could exit 3.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+# Its download progress bars would fill stderr, where `lau` keeps its one error line readable.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @dataclass(frozen=True)
@@ -119,28 +125,48 @@ class Registry:
         return None
 
     def load(self, version: Version, work_dir: Path) -> tuple[SplitModel, dict]:
-        """Download and rebuild the engine checkpoint (safetensors + JSON; nothing unpickled);
-        refuse it if its weights' hash differs from the one recorded at registration."""
+        """Download and rebuild the engine checkpoint (safetensors + JSON; nothing unpickled),
+        checking its weights against the sha256 recorded at registration. A local copy that fails
+        the check is fetched again; a stored copy that fails it, or does not load, is refused with
+        InfraError: the registry's artifact is damaged, no request is at fault (it stays retryable)."""
         target = work_dir / "checkpoints" / self.name / version.version
+        recorded = version.tag("weights_sha256")
+        if (target / WEIGHTS).is_file() and recorded and file_sha256(target / WEIGHTS) != recorded:
+            progress(f"[registry] local copy of version {version.version} of '{self.name}' is damaged; "
+                     "downloading it again")
+            _rmtree(target)
         if not (target / WEIGHTS).is_file():
+            if target.exists():
+                _rmtree(target)  # an incomplete copy
             try:
                 with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
                     path = Path(self.client.download_artifacts(version.run_id, CHECKPOINT_PATH, tmp))
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    if target.exists():
-                        _rmtree(target)
-                    path.rename(target)
+                    try:
+                        path.rename(target)  # atomic; never replaces a copy that another process is reading
+                    except OSError:
+                        if not (target / WEIGHTS).is_file():
+                            raise
             except MlflowException as err:
                 raise infra(err) from None
-        recorded = version.tag("weights_sha256")
+        what = f"version {version.version} of '{self.name}'"
         if recorded and file_sha256(target / WEIGHTS) != recorded:
             _rmtree(target)
-            raise BadInput(f"version {version.version} of '{self.name}': checkpoint weights do not match "
-                           "the sha256 recorded at registration (tampered?); refusing to load")
-        return load_checkpoint(target)
+            raise InfraError(f"{what}: the stored checkpoint does not match the sha256 recorded at "
+                             "registration (tampered or damaged); refusing to load it")
+        try:
+            return load_checkpoint(target)
+        except BadInput as err:
+            _rmtree(target)
+            raise InfraError(f"{what}: the stored checkpoint does not load ({err}); refusing it") from None
 
     def register(self, run_id: str, model_uri: str, model_id: str, tags: dict[str, Any]) -> Version:
-        """A new version with every tag set at creation (a version never exists untagged)."""
+        """A new version with every tag set at creation (a version never exists untagged).
+        Idempotent per request: a retry after a lost response returns the version already made."""
+        for request_id in filter(None, str(tags.get("request_ids") or "").split(",")):
+            existing = self.find_by_request(request_id)
+            if existing is not None:
+                return existing
         try:
             self.client.get_registered_model(self.name)
         except RestException as err:
@@ -157,6 +183,7 @@ class Registry:
                                                   tags={TAG + k: str(v) for k, v in tags.items()})
         except MlflowException as err:
             raise infra(err) from None
+        fault_point("version")
         return Version.of(mv)
 
     def promote(self, version: Version) -> None:

@@ -14,8 +14,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from tasks.settings import InfraError, Settings
 
-# botocore's own retries (exponential backoff) ride out short outages on every call.
-_RETRIES = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=3, read_timeout=30)
+# botocore retries once (a blip); the Prefect tasks' retries (tasks.common.IO) ride out outages.
+# Retries layered on retries multiply: with 4 attempts here, a long S3 outage took ~70 s to exit 3.
+_RETRIES = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=30)
 _AUTH_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"}
 
 

@@ -1,0 +1,214 @@
+"""Exactly once, whatever happens: `lau forget` SIGKILLed at each stage of the deletion flow, a
+registration whose response is lost, two deletions racing on one model, a finished request
+delivered again. Afterwards every request is processed exactly once and the champion never points
+at a version that failed the gate or forgot less than was promised.
+
+The kills are real (``LAU_FAULT=<point>`` makes the process SIGKILL itself at a named point, see
+``tasks.common.fault_point``): nothing is cleaned up, so the model's lock, a Prefect concurrency
+slot with a 60 s lease, stays taken until the server revokes the dead holder's lease (60-75 s).
+Each kill point therefore has its own copy of the reference model; the five are killed at the same
+time, and each one's `lau process` starts at once in the background, waiting for that lease while
+the other tests of this module run (they come first in this file: pytest runs it in order).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+from reliability_harness import (
+    REPO,
+    RETRYABLE,
+    Live,
+    champion,
+    check_invariants,
+    forgotten,
+    ledger,
+    ledger_objects,
+    mlflow_client,
+    stack_configured,
+    versions,
+)
+
+if not stack_configured() and not os.environ.get("CI"):
+    pytest.skip("the local stack is not configured: run `make up` and `source .stack/env`",
+                allow_module_level=True)
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+
+# fault point -> the class its request forgets (each on its own model)
+POINTS = {
+    "features": 3,  # features cached, nothing unlearned yet
+    "unlearn": 5,  # candidate unlearned, not evaluated
+    "register": 1,  # the MLflow run is logged (checkpoint, model), no version created yet
+    "registered": 7,  # version created with its tags, not promoted
+    "promoted": 2,  # promoted, params and report written, the ledger not yet updated
+}
+LEASE_WAIT_MAX_S = 100  # lease 60 s + the server's repossessor loop 15 s + slack
+HOLDING = r"\[lock\] holding"
+LAST_TASK = r"Task run 'dashboard.* Completed"  # the last task a deletion runs under the lock
+
+
+@dataclass
+class Crash:
+    model: str
+    request_id: str
+    klass: int
+    killed_at: float
+    record: dict
+    version_numbers: list[str]
+    champion: str
+    recovery: Live  # `lau process`, started right after the kill
+
+
+@pytest.fixture(scope="module")
+def crashes(workspace, copy_of_reference) -> dict[str, Crash]:  # noqa: ANN001
+    """`lau forget` killed at every point, all at once, each on its own model; the state each left."""
+    models = {point: copy_of_reference(f"rel-kill-{point}") for point in POINTS}
+    lives = {point: workspace.start("forget", "--classes", str(klass), model=models[point], LAU_FAULT=point)
+             for point, klass in POINTS.items()}
+    found = {}
+    for point, live in lives.items():
+        run, model = live.finish(timeout=300), models[point]
+        assert run.code == -9, f"{point}: expected SIGKILL, got {run.describe()}"
+        killed_at = live.time_of(rf"\[fault\] LAU_FAULT={point}: SIGKILL")
+        (request_id,) = run.request_ids
+        record, numbers, serving = ledger(model)[request_id], [v.version for v in versions(model)], champion(model)
+        recovery = workspace.start("process", "--json", model=model)
+        found[point] = Crash(model, request_id, POINTS[point], killed_at, record, numbers, serving.version, recovery)
+    yield found
+    for crash in found.values():
+        crash.recovery.finish(timeout=1)
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_a_kill_leaves_the_request_retryable_and_the_champion_sound(crashes: dict[str, Crash], point: str) -> None:
+    crash = crashes[point]
+    assert crash.record["status"] == "running" and crash.record["status"] in RETRYABLE
+    assert crash.record["attempts"] == 1
+    if point == "promoted":  # promoted before the ledger said so: it has forgotten what was asked
+        assert crash.version_numbers == ["1", "2"] and crash.champion == "2"
+    elif point == "registered":  # registered, never served
+        assert crash.version_numbers == ["1", "2"] and crash.champion == "1"
+    else:
+        assert crash.version_numbers == ["1"] and crash.champion == "1"
+    for version in versions(crash.model):
+        assert version.tags["lau.gate"] == "passed"
+        if version.version == crash.champion and crash.champion != "1":
+            assert crash.klass in forgotten(version)
+
+
+def test_a_kill_during_registration_leaves_an_orphan_run_but_no_version(crashes: dict[str, Crash]) -> None:
+    crash = crashes["register"]
+    client = mlflow_client()
+    experiment = client.get_experiment_by_name(f"lau/{crash.model}")
+    runs = client.search_runs([experiment.experiment_id], f"attributes.run_name LIKE '%{crash.request_id}%'")
+    assert runs, "the killed registration logged no MLflow run: the kill came too early to test this point"
+    registered_runs = {v.run_id for v in versions(crash.model)}
+    assert any(r.info.run_id not in registered_runs for r in runs)
+
+
+def test_a_lost_registration_response_does_not_register_twice(workspace, copy_of_reference) -> None:  # noqa: ANN001
+    """The version is created, then the call fails as a dropped connection would: the retried
+    registration finds the version instead of making a second one."""
+    model = copy_of_reference("rel-lost")
+    run = workspace.lau("forget", "--classes", "4", "--json", model=model, LAU_FAULT="version:error")
+    assert run.code == 0, run.describe()
+    assert "injected fault at 'version'" in run.stderr and "Retry 1/3" in run.stderr
+    summary = run.json()
+    assert summary["status"] == "registered" and summary["version"] == "2"
+    check_invariants(model, {summary["request_id"]: [4]})
+    assert [v.version for v in versions(model)] == ["1", "2"]
+
+
+def assert_one_at_a_time(lives: list[Live]) -> None:
+    """The runs on one model never held its lock together: each took it after the one before had
+    run its last deletion task (a run with nothing to do holds it for an instant)."""
+    spans = sorted((live.time_of(HOLDING), live.time_of(LAST_TASK) or live.time_of(HOLDING)) for live in lives)
+    for (_, first_end), (second_start, _) in zip(spans, spans[1:]):
+        assert second_start >= first_end, f"two deletions held the lock together: {spans}"
+
+
+@pytest.fixture(scope="module")
+def raced(workspace, copy_of_reference) -> tuple[str, dict[str, list[int]]]:  # noqa: ANN001
+    """Two `lau forget` for different classes, started at the same moment on one model."""
+    model = copy_of_reference("rel-race")
+    lives = [workspace.start("forget", "--classes", str(klass), "--json", model=model) for klass in (3, 5)]
+    runs = [live.finish() for live in lives]
+    for run in runs:
+        assert run.code == 0, run.describe()
+    assert_one_at_a_time(lives)
+    return model, {run.json()["request_id"]: [klass] for run, klass in zip(runs, (3, 5))}
+
+
+def test_two_forgets_at_once_both_end_up_forgotten(raced: tuple[str, dict]) -> None:
+    model, promised = raced
+    check_invariants(model, promised)
+    assert forgotten(champion(model)) == {3, 5}
+    assert [v.version for v in versions(model)] == ["1", "2", "3"]
+
+
+def test_two_process_runs_at_once_process_each_request_once(workspace, copy_of_reference) -> None:  # noqa: ANN001
+    model = copy_of_reference("rel-race-process")
+    filed = {}
+    for klass in (1, 7):
+        run = workspace.lau("request", "add", "--classes", str(klass), "--json", model=model)
+        assert run.code == 0, run.describe()
+        filed[run.json()["request_id"]] = [klass]
+    lives = [workspace.start("process", "--json", model=model) for _ in range(2)]
+    runs = [live.finish() for live in lives]
+    for run in runs:
+        assert run.code == 0, run.describe()
+    processed = [summary["request_id"] for run in runs for summary in run.json()]
+    assert sorted(processed) == sorted(filed), f"each request once across both runs: {processed}"
+    assert_one_at_a_time(lives)
+    check_invariants(model, filed)
+
+
+def test_a_finished_request_delivered_again_changes_nothing(raced: tuple[str, dict], workspace) -> None:  # noqa: ANN001
+    """The on-demand `deletion` deployment runs the flow for a request id; a second delivery of a
+    request already registered (a retried trigger) must leave the ledger and registry as they are."""
+    model, promised = raced
+    request_id = next(iter(promised))
+    before = (ledger_objects(model), [(v.version, v.tags) for v in versions(model)], champion(model).version)
+    code = ("import json, sys; from flows.deletion import deletion; "
+            "print(json.dumps(deletion(sys.argv[1], model_name=sys.argv[2])))")
+    done = subprocess.run([sys.executable, "-c", code, request_id, model], cwd=REPO, env=workspace.env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["status"] == "registered"
+    after = (ledger_objects(model), [(v.version, v.tags) for v in versions(model)], champion(model).version)
+    assert after == before
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_process_after_a_kill_completes_the_request_exactly_once(crashes: dict[str, Crash], point: str) -> None:
+    crash = crashes[point]
+    run = crash.recovery.finish(timeout=300)
+    assert run.code == 0, run.describe()
+    (summary,) = run.json()
+    assert summary["request_id"] == crash.request_id and summary["status"] == "registered"
+    records = check_invariants(crash.model, {crash.request_id: [crash.klass]})
+    record = records[crash.request_id]
+    assert record["version"] == "2", "a second version was made for one request"
+    assert [h["status"] for h in record["history"]].count("registered") == 1
+    assert record["attempts"] == 2
+
+
+def test_a_killed_holder_blocks_its_model_only_until_its_lease_expires(crashes: dict[str, Crash]) -> None:
+    waits = {point: round(c.recovery.time_of(HOLDING) - c.killed_at) for point, c in crashes.items()}
+    print(f"lock waits after a SIGKILL (s): {waits}")
+    assert max(waits.values()) <= LEASE_WAIT_MAX_S, waits
+
+
+def test_a_second_process_finds_nothing_to_do(crashes: dict[str, Crash], workspace) -> None:  # noqa: ANN001
+    crash = crashes["promoted"]  # the state most likely to be done twice: promoted, ledger stale
+    crash.recovery.finish(timeout=300)
+    before = [v.version for v in versions(crash.model)]
+    run = workspace.lau("process", "--json", model=crash.model)
+    assert run.code == 0 and run.json() == [], run.describe()
+    assert [v.version for v in versions(crash.model)] == before
