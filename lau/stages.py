@@ -30,7 +30,7 @@ from lau.data import file_md5, load_split, save_split
 from lau.errors import BadInput
 from lau.features import load_features, save_features
 from lau.gate import verify
-from lau.metrics import CONTRACT_KEYS
+from lau.metrics import CONTRACT_KEYS, json_safe
 from lau.report import plot_confusion, plot_per_class
 
 PREPARED = Path("data/prepared/dataset.safetensors")
@@ -149,21 +149,11 @@ def compare_metrics(expected: dict, actual: dict, tolerance: float = 0.01) -> li
 def write_json(path: Path, data: Any) -> None:
     """Stable JSON: fixed key order, NaN as null, trailing newline."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_no_nan(data), indent=2, allow_nan=False) + "\n")
+    path.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
 def _section(params: Params, name: str) -> dict:
     return params.to_dict()[name]
-
-
-def _no_nan(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_no_nan(v) for v in value]
-    return value
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

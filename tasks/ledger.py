@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lau.errors import BadInput
+from lau.metrics import json_safe
 from tasks.s3 import Storage
 
 FINAL = ("registered", "rejected")
@@ -129,13 +130,3 @@ def record(ctx: Context, request: Request, status: str, note: str = "", **fields
 def retryable_requests(ctx: Context) -> list[Request]:
     return ctx.ledger.retryable(ctx.model_name)
 
-
-def json_safe(obj: Any) -> Any:
-    """NaN -> None (JSON has no NaN), recursively."""
-    if isinstance(obj, float) and obj != obj:
-        return None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
