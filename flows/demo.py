@@ -23,16 +23,20 @@ def main() -> int:
     params_path = demo_dir / "params.yaml"
     shutil.copy("params.yaml", params_path)  # fresh each run: the demo forgets class 3 every time
     os.environ["LAU_PARAMS"] = str(params_path)
+    stdout = sys.stdout  # the summary goes here; MLflow's and Prefect's chatter goes to stderr
+    sys.stdout = sys.stderr
     try:
         require_stack()
-        return run(params_path, demo_dir)
+        return run(params_path, demo_dir, stdout)
     except BadInput as err:
         return fail(f"demo: {err}", EXIT_BAD_INPUT)
     except InfraError as err:
         return fail(f"demo: infrastructure failure: {err}", EXIT_INFRA)
+    finally:
+        sys.stdout = stdout
 
 
-def run(params_path: Path, demo_dir: Path) -> int:
+def run(params_path: Path, demo_dir: Path, stdout=sys.stdout) -> int:  # noqa: ANN001
     from flows.deletion import deletion
     from flows.train import train_flow
     from tasks.common import Context
@@ -72,7 +76,7 @@ def run(params_path: Path, demo_dir: Path) -> int:
         f"Demo params:    {params_path} now excludes class {DEMO_CLASS} from the training data",
         f"Demo time:      {time.perf_counter() - start:.0f} s",
     ]
-    print("\n".join(lines))
+    print("\n".join(lines), file=stdout)
     return 0 if summary["status"] == "registered" else 1
 
 
