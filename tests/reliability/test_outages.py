@@ -35,8 +35,8 @@ if not stack_configured() and not os.environ.get("CI"):
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 GATE_PASSED = r"Task run 'verification gate.* Completed"  # next: plots, read champion, register
-PROMOTED = r"Task run 'promote to champion.* Completed"  # next: the audit report on S3, the ledger
-RETRY_1 = r"Task run failed with exception: InfraError.* Retry 1/3 will start"
+REGISTERED = r"Task run 'register version.* Completed"  # next: promotion (MLflow), the report (S3)
+RETRY_1 = r"Task run failed with exception: InfraError.* Retry 1/3 will start"  # after a task name
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,9 @@ def test_short_outages_of_s3_then_mlflow_are_ridden_out(workspace, model: str, p
     assert live.wait_for(GATE_PASSED), live.stderr[-3000:]
     with outage("s3"):
         assert live.wait_for(r"Task run 'register version.*" + RETRY_1), live.stderr[-3000:]
-    assert live.wait_for(r"Task run 'register version.* Completed"), live.stderr[-3000:]
-    with outage("mlflow"):
-        assert live.wait_for(r"Task run 'read champion.*" + RETRY_1), live.stderr[-3000:]
+    assert live.wait_for(REGISTERED), live.stderr[-3000:]
+    with outage("mlflow"):  # the next registry call fails: reading the champion, or promoting
+        assert live.wait_for(r"Task run '(?!register version)[^']*' - " + RETRY_1), live.stderr[-3000:]
     run = live.finish()
     assert run.code == 0, run.describe()
     summary = run.json()
@@ -77,8 +77,8 @@ def test_short_outages_of_s3_then_mlflow_are_ridden_out(workspace, model: str, p
 def test_a_long_s3_outage_exits_3_and_leaves_the_request_retryable(workspace, model: str,
                                                                      promised: dict) -> None:  # noqa: ANN001
     live = workspace.start("forget", "--classes", "1", "--json", model=model)
-    assert live.wait_for(PROMOTED), live.stderr[-3000:]
-    with outage("s3"):  # down until `lau` gives up
+    assert live.wait_for(REGISTERED), live.stderr[-3000:]
+    with outage("s3"):  # down until `lau` gives up: promoted (MLflow), then the report fails (S3)
         run = live.finish(timeout=240)
     assert run.code == 3, run.describe()
     assert_one_error_line(run)
