@@ -57,6 +57,7 @@ MLFLOW_WORKERS = 2
 DEFAULT_WORK_POOL = "lau-process"  # prefect.yaml's process pool
 WORKER_NAME = "lau-stack-worker"
 NO_TELEMETRY = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"  # survives a server restart
 
 # field of Ports -> (environment variable, default, what listens there)
 PORT_SETTINGS: dict[str, tuple[str, int, str]] = {
@@ -318,6 +319,10 @@ def service_env(service: Service, cfg: Config, environ: Mapping[str, str]) -> di
             PREFECT_SERVER_API_PORT=str(cfg.ports.prefect),
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
+            # Concurrency leases (the model locks) on disk, under PREFECT_HOME/concurrency_leases:
+            # Prefect's default keeps them in memory, so a restart while a lock is held would leave
+            # its slot taken for good (tests/reliability/test_outages.py).
+            PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=LEASE_STORAGE,
         )
     if service.name == "worker":  # its flow runs inherit this: what `source .stack/env` gives a shell
         env.update(env_values(cfg), PREFECT_HOME=str(cfg.stack_dir / "worker"))

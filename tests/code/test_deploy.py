@@ -3,6 +3,7 @@ worker, and the production manifests (infra/production), which are parsed, not s
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 PRODUCTION = REPO / "infra" / "production"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|AUTH_STRING|TOKEN", re.IGNORECASE)
 COMPOSE_PLACEHOLDER = re.compile(r"\$\{[A-Z][A-Z0-9_]*(:?[?-][^}]*)?\}")  # ${VAR}, ${VAR:?msg}, ${VAR:-default}
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 URL_CREDENTIALS = re.compile(r"://[^/:@\s]+:([^@\s]+)@")  # scheme://user:PASSWORD@host
 
 
@@ -70,6 +72,22 @@ def test_without_lau_worker_there_is_no_worker_but_down_still_stops_one(tmp_path
     assert [s.name for s in stack.services(cfg, every_kind=True)][-1] == "worker"
     with pytest.raises(stack.StackError, match="LAU_WORKER"):
         stack.load_config({"LAU_STACK_DIR": str(tmp_path), "LAU_WORKER": "maybe"})
+
+
+def test_the_stack_prefect_server_keeps_its_leases_on_disk_in_the_stack_dir(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """In memory (Prefect's default), a server restart under a held model lock loses the lease and
+    leaves the slot taken for good; the lease files must live in the stack dir, never in ~."""
+    from prefect.settings.models.server.concurrency import ServerConcurrencySettings
+
+    env = {"LAU_STACK_DIR": str(tmp_path), "HOME": str(tmp_path / "home"), "PREFECT_HOME": "/elsewhere"}
+    cfg = stack.load_config({**env, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
+    prefect_env = stack.service_env(stack.services(cfg)[2], cfg, env)
+    assert prefect_env["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"] == LEASE_STORAGE
+    assert Path(prefect_env["PREFECT_HOME"]).is_relative_to(tmp_path)  # leases: PREFECT_HOME/concurrency_leases
+    monkeypatch.setenv("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", LEASE_STORAGE)  # the name Prefect reads
+    assert ServerConcurrencySettings().lease_storage == LEASE_STORAGE
+    importlib.import_module(LEASE_STORAGE).ConcurrencyLeaseStorage  # noqa: B018 - the module exists
 
 
 # ---------------------------------------------------------------- production manifests
@@ -125,6 +143,27 @@ def test_kubernetes_runs_every_service_of_the_stack() -> None:
     services = {doc["metadata"]["name"] for doc in kubernetes() if doc["kind"] == "Service"}
     assert EVERY_SERVICE <= workloads
     assert EVERY_SERVICE - {"prefect-worker"} <= services  # what others connect to has a Service
+
+
+def test_compose_prefect_server_keeps_its_leases_on_a_volume() -> None:
+    services, volumes = compose()["services"], compose()["volumes"]
+    env = compose_env(services["prefect-server"])
+    assert env["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"] == LEASE_STORAGE
+    mounts = dict(reversed(m.split(":")[:2]) for m in services["prefect-server"]["volumes"])
+    assert mounts[env["PREFECT_HOME"]] in volumes, "PREFECT_HOME (the lease files) is not on a named volume"
+
+
+def test_kubernetes_prefect_server_keeps_its_leases_on_a_volume() -> None:
+    docs = kubernetes()
+    (server,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "prefect-server"]
+    (container,) = containers(server)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"] == LEASE_STORAGE
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == env["PREFECT_HOME"]]
+    (volume,) = [v for v in server["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    assert volume["persistentVolumeClaim"]["claimName"] in claims
+    assert server["spec"]["replicas"] == 1 and server["spec"]["strategy"]["type"] == "Recreate"
 
 
 def test_compose_holds_no_credentials() -> None:

@@ -7,7 +7,7 @@ retryable (failed, or running when S3 itself could not take the record); once th
 brought back with `python -m infra.stack up`, always, whatever the test saw.
 
 The tests run in file order on one model, so each deletion also builds on the ones before it.
-The last one restarts the Prefect server under a held model lock: a known gap, marked xfail.
+The last one restarts the Prefect server under a held model lock: the holder still releases it.
 """
 
 from __future__ import annotations
@@ -120,11 +120,9 @@ def test_process_completes_what_the_long_outages_left(workspace, model: str, pro
     assert records[s3_request]["version"] == promoted_before, "the promoted version was made again"
 
 
-@pytest.mark.xfail(strict=True, reason="Prefect's server keeps concurrency leases in memory by default, so a "
-                   "restart orphans a held slot: the model stays locked for good. Fix (verified by hand): run "
-                   "the server with PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE="
-                   "prefect.server.concurrency.lease_storage.filesystem (infra/stack.py, production)")
 def test_a_prefect_restart_does_not_leave_a_model_locked() -> None:
+    """Prefect's default keeps concurrency leases in memory: a restart orphaned the held slot and the
+    model stayed locked for good. The stack keeps them on disk (infra/stack.py, LEASE_STORAGE)."""
     from prefect.client.orchestration import get_client
 
     from flows.lock import lock_name, model_lock
