@@ -39,17 +39,30 @@ class Storage:
     def put_json(self, key: str, obj: Any) -> str:
         return self.put_bytes(key, json.dumps(obj, indent=2, sort_keys=True).encode(), "application/json")
 
-    def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> str:
+    def put_file(self, key: str, path: str | Path, content_type: str | None = None,
+                 metadata: dict[str, str] | None = None) -> str:
+        """Upload a file; ``metadata`` becomes the object's user metadata (x-amz-meta-*), written in
+        the same request as the bytes, so the two never disagree."""
         extra = {"ContentType": content_type} if content_type else {}
+        extra |= {"Metadata": metadata} if metadata else {}
         self._call("put_object", Bucket=self.bucket, Key=key, Body=Path(path).read_bytes(), **extra)
         return self.uri(key)
 
     def get_bytes(self, key: str) -> bytes | None:
         """The object's bytes, or None if there is no such key."""
+        found = self.get_object(key)
+        return None if found is None else found[0]
+
+    def get_object(self, key: str) -> tuple[bytes, dict[str, str]] | None:
+        """The object's bytes and user metadata, or None if there is no such key."""
         try:
-            return self._call("get_object", Bucket=self.bucket, Key=key)["Body"].read()
+            response = self._call("get_object", Bucket=self.bucket, Key=key)
         except _Missing:
             return None
+        try:
+            return response["Body"].read(), dict(response.get("Metadata") or {})
+        except (BotoCoreError, OSError) as err:  # the connection dropped mid-body
+            raise InfraError(f"S3 at {self.endpoint or 'AWS'}: reading {key} failed ({type(err).__name__})") from None
 
     def get_json(self, key: str) -> Any | None:
         data = self.get_bytes(key)
