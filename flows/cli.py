@@ -105,6 +105,8 @@ def build_parser() -> Parser:
     p.add_argument("--each-class", action="store_true", help="also run every single class of the dataset")
     p.add_argument("--chain", default=None,
                    help="instead: sequential LAU deletions on one lineage, e.g. 3,5,1,8 (one class per step)")
+    p.add_argument("--depth", type=int, default=None,
+                   help="override unlearn.depth: trailing blocks LAU trains (1 = the paper)")
     p.add_argument("--json", dest="json_path", default="bench/out.json", help="where the JSON goes")
 
     p = sub.add_parser("report", help="where the audit report of a request or version is (or print it)")

@@ -149,13 +149,12 @@ def serve(args: argparse.Namespace) -> int:
 
 def bench(args: argparse.Namespace) -> int:
     from lau.bench import check_methods, run_bench, speedups, write_outputs
-    from lau.config import load_params
 
     if args.chain:
         return _chain(args)
     methods = check_methods(tuple(m.strip() for m in args.methods.split(",") if m.strip()))
     classes = tuple(parse_classes(args.classes))
-    params = load_params(_params_path())
+    params = _bench_params(args)
     class_sets = [classes]
     if args.each_class:
         from lau.data import load_dataset
@@ -171,14 +170,28 @@ def bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_params(args: argparse.Namespace):  # noqa: ANN202 - lau.config.Params, imported lazily
+    import dataclasses
+
+    from lau.config import load_params
+
+    params = load_params(_params_path())
+    if args.depth is not None:
+        if args.depth < 1:
+            from lau.errors import BadInput
+
+            raise BadInput(f"--depth must be 1 or more, got {args.depth}")
+        params = dataclasses.replace(params, unlearn=dataclasses.replace(params.unlearn, depth=args.depth))
+    return params
+
+
 def _chain(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
     from lau.bench import run_chain
-    from lau.config import load_params
 
-    result = run_chain(load_params(_params_path()), parse_classes(args.chain))
+    result = run_chain(_bench_params(args), parse_classes(args.chain))
     path = Path(args.json_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

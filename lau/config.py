@@ -66,6 +66,8 @@ class UnlearnConfig:
     balanced: bool = True
     retain_weight: float = 2.0
     retain_batch: int = 0
+    hidden_edit: bool = True
+    hidden_ridge: float = 0.3
     seed: int = 0
 
 
@@ -144,7 +146,7 @@ class Params:
 
 # Which values must be >= 0 / > 0 / inside [0, 1]; checked after types.
 _POSITIVE = {"train.epochs", "train.batch_size", "train.lr", "features.batch_size", "unlearn.depth",
-             "unlearn.temperature", "unlearn.lr", "unlearn.max_epochs", "runner.n_workers",
+             "unlearn.temperature", "unlearn.lr", "unlearn.max_epochs", "unlearn.hidden_ridge", "runner.n_workers",
              "runner.shard_size", "baselines.finetune_epochs", "baselines.finetune_lr",
              "baselines.neggrad_lr", "baselines.random_label_lr", "baselines.boundary_shrink_lr",
              "baselines.boundary_shrink_bound", "baselines.boundary_shrink_steps", "baselines.max_epochs",

@@ -11,6 +11,10 @@
 
 Only D_f is used, as in the paper, unless ``retain_weight`` > 0 adds distillation towards the
 original head on cached retain features (our extension; 0 = the paper's retain-free setting).
+
+With depth >= 2 and ``hidden_edit``, a closed-form edit of F_c's last hidden Linear layer runs
+first (see edit_hidden): the paper has no such step; it lowers how decodable the forgotten class
+stays in the features the classifier reads (the probe residual), which depth-1 LAU cannot touch.
 """
 
 from __future__ import annotations
@@ -186,6 +190,54 @@ def unlearn_head(head: nn.Module, forget_features: torch.Tensor, forget_labels: 
     return LAUResult(steps, cfg.max_epochs, bool(converged), time.perf_counter() - start)
 
 
+def _last_hidden_linear(head: nn.Sequential) -> nn.Linear | None:
+    """The last nn.Linear of F_c before its classification block (None if there is none)."""
+    linears = [m for m in head[:-1].modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+@torch.no_grad()
+def edit_hidden(head: nn.Sequential, features: torch.Tensor, labels: torch.Tensor,
+                forget_classes: tuple[int, ...], ridge: float) -> bool:
+    """Move the forget samples' pre-activations z = W x + b at F_c's last hidden Linear layer onto
+    the mean z of the nearest class still served, leaving the other samples' z where they were:
+
+        W' = argmin sum_retain |W' x - z|^2 + sum_forget |W' x - target|^2 + lam |W' - W|^2
+           = W + (T - W X_f) X_f^T (X^T X + lam I)^-1          (x with a trailing 1 for the bias)
+
+    ``lam`` = ``ridge`` x the mean diagonal of X^T X: larger keeps the edit smaller and smoother,
+    which is what carries it over to the test images. Returns False (nothing changed) when F_c
+    has no hidden Linear layer reading (batch, dim) inputs.
+    """
+    linear = _last_hidden_linear(head)
+    if linear is None:
+        return False
+    captured: list[torch.Tensor] = []
+    hook = linear.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
+    try:
+        head[:-1](features)
+    finally:
+        hook.remove()
+    x = captured[0]
+    if x.dim() != 2:
+        return False
+    x = torch.cat([x.double(), x.new_ones(len(x), 1, dtype=torch.float64)], dim=1)  # (N, D+1)
+    weight = torch.cat([linear.weight.double(), linear.bias.double()[:, None]], dim=1)  # (H, D+1)
+    z = x @ weight.T  # (N, H)
+    forget = class_mask(labels, forget_classes)
+    served = [int(c) for c in labels[~forget].unique()]
+    means = torch.stack([z[labels == c].mean(0) for c in served])  # (C, H)
+    targets = means[torch.cdist(z[forget], means).argmin(1)]  # (B, H)
+    gram = x.T @ x
+    lam = ridge * float(gram.diagonal().mean())
+    factor = torch.linalg.cholesky(gram + lam * torch.eye(len(gram), dtype=gram.dtype))  # SPD: lam > 0
+    delta = torch.cholesky_solve(x[forget].T @ (targets - z[forget]), factor).T  # (H, D+1)
+    weight += delta
+    linear.weight.copy_(weight[:, :-1].to(linear.weight.dtype))
+    linear.bias.copy_(weight[:, -1].to(linear.bias.dtype))
+    return True
+
+
 def make_optimizer(head: nn.Module, cfg: UnlearnConfig) -> torch.optim.Optimizer:
     """Adam (the paper's re-implementation) or SGD with momentum over F_c's trainable parameters."""
     params = [p for p in head.parameters() if p.requires_grad]
@@ -234,12 +286,20 @@ def unlearn(model: SplitModel, features: FeatureSet, forget_classes: tuple[int, 
     forget_rows = class_mask(features.train_labels, forget_classes)
     retain = features.train_features[~forget_rows] if cfg.retain_weight > 0 else None
     blocked = tuple(sorted(set(blocked_classes) | set(forget_classes)))
+    edit_s = 0.0
+    if depth >= 2 and cfg.hidden_edit:  # one linear solve: every thread helps
+        start = time.perf_counter()
+        edited = edit_hidden(head, features.train_features, features.train_labels, blocked, cfg.hidden_ridge)
+        edit_s = time.perf_counter() - start
+        progress(f"[lau] hidden edit {'done' if edited else 'skipped (no hidden Linear layer)'} "
+                 f"in {edit_s * 1000:.1f} ms")
     with _threads_for(head):
         _warm_up(candidate.head(depth), features.train_features[:2], features.train_labels[:2], cfg)
         torch.manual_seed(cfg.seed)
         result = unlearn_head(head, features.train_features[forget_rows], features.train_labels[forget_rows],
                               cfg, feature_scale(features.train_features), retain_features=retain,
                               blocked_classes=blocked)
+        result = dataclasses.replace(result, seconds=result.seconds + edit_s)
     progress(f"[lau] classes {list(forget_classes)}: {result.steps} steps, {result.epochs} epochs, "
              f"{'converged' if result.converged else 'NOT converged'} in {result.seconds * 1000:.1f} ms")
     candidate.eval()

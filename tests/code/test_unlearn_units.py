@@ -11,7 +11,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from lau.config import UnlearnConfig
-from lau.unlearn import distill_loss, lau_loss, masked_targets, not_unlearned, partial_pgd, unlearn_head
+from lau.unlearn import (
+    distill_loss,
+    edit_hidden,
+    lau_loss,
+    masked_targets,
+    not_unlearned,
+    partial_pgd,
+    unlearn_head,
+)
 
 
 def linear_teacher(weight: list[list[float]]) -> nn.Linear:
@@ -185,3 +193,55 @@ def test_unlearn_head_never_leaves_a_sample_on_a_blocked_class() -> None:
     predicted = head(features).argmax(1)
     assert result.converged
     assert not torch.isin(predicted, torch.tensor([0, 1])).any(), predicted.tolist()
+
+
+# ------------------------------------------------------------------ hidden edit (depth >= 2)
+
+
+def clustered(n_per_class: int = 60, classes: int = 4, dim: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    centres = torch.randn(classes, dim) * 3
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    return centres[labels] + torch.randn(len(labels), dim) * 0.5, labels
+
+
+def test_hidden_edit_moves_forget_samples_onto_a_served_class_mean_and_keeps_the_rest() -> None:
+    features, labels = clustered()
+    torch.manual_seed(1)
+    head = nn.Sequential(nn.Sequential(nn.Linear(12, 8), nn.ReLU()), nn.Linear(8, 4))
+    linear, classifier_before = head[0][0], head[1].weight.detach().clone()
+    with torch.no_grad():
+        z_before = linear(features)
+    served_means = torch.stack([z_before[labels == c].mean(0) for c in (0, 1, 2)])
+    forget = labels == 3
+
+    assert edit_hidden(head, features, labels, (3,), ridge=1e-6)
+
+    with torch.no_grad():
+        z_after = linear(features)
+    to_target_before = torch.cdist(z_before[forget], served_means).min(1).values.mean()
+    to_target_after = torch.cdist(z_after[forget], served_means).min(1).values.mean()
+    assert to_target_after < 0.25 * to_target_before, (to_target_before, to_target_after)
+    moved = (z_after[~forget] - z_before[~forget]).norm(dim=1).mean()
+    assert moved < 0.05 * to_target_before, "the retain samples' hidden features moved"
+    assert torch.equal(head[1].weight, classifier_before), "the edit touched the classifier (LAU's part)"
+
+
+def test_a_larger_ridge_makes_a_smaller_edit() -> None:
+    features, labels = clustered()
+    sizes = []
+    for ridge in (1e-3, 1.0):
+        torch.manual_seed(1)
+        head = nn.Sequential(nn.Sequential(nn.Linear(12, 8), nn.ReLU()), nn.Linear(8, 4))
+        before = head[0][0].weight.detach().clone()
+        edit_hidden(head, features, labels, (3,), ridge=ridge)
+        sizes.append(float((head[0][0].weight - before).norm()))
+    assert sizes[1] < sizes[0], sizes
+
+
+def test_hidden_edit_leaves_a_head_without_a_hidden_linear_layer_alone() -> None:
+    features, labels = clustered()
+    head = nn.Sequential(nn.ReLU(), nn.Linear(12, 4))
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    assert not edit_hidden(head, features, labels, (3,), ridge=0.3)
+    assert all(torch.equal(v, before[k]) for k, v in head.state_dict().items())
