@@ -55,3 +55,9 @@ def copy_of_reference(reference: Reference):  # noqa: ANN201 - a factory: prefix
 
     return make
 
+
+@pytest.fixture(scope="module")
+def promised() -> dict[str, list[int]]:
+    """request id -> classes that must end up forgotten, filled by a module's tests as they go (those
+    that run in file order on one model, each deletion building on the ones before it)."""
+    return {}

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +35,12 @@ FILED = re.compile(r"filed (req-[0-9a-z-]+) for classes")
 
 def stack_configured() -> bool:
     return bool(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+# In the ``pytestmark`` of every module that talks to the stack: skipped without it, except in CI,
+# where a missing stack must fail, not pass quietly.
+needs_stack = pytest.mark.skipif(not stack_configured() and not os.environ.get("CI"),
+                                 reason="the local stack is not configured: run `make up` and `source .stack/env`")
 
 
 def unique(prefix: str) -> str:

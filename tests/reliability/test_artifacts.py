@@ -12,7 +12,6 @@ import builtins
 import hashlib
 import io
 import json
-import os
 import pickle
 import re
 import tempfile
@@ -26,17 +25,13 @@ from reliability_harness import (
     bucket,
     ledger_objects,
     mlflow_client,
+    needs_stack,
     s3_client,
-    stack_configured,
     unique,
     versions,
 )
 
-if not stack_configured() and not os.environ.get("CI"):
-    pytest.skip("the local stack is not configured: run `make up` and `source .stack/env`",
-                allow_module_level=True)
-
-pytestmark = [pytest.mark.reliability]
+pytestmark = [needs_stack, pytest.mark.reliability]
 
 # Calls that unpickle (or run code) when they read a file.
 UNPICKLING = re.compile(r"\bpickle\.loads?\(|Unpickler\(|torch\.load\(|torch\.jit\.load\(|joblib\.load\(|"

@@ -7,7 +7,6 @@ CASES is also the table of the README's "Bad input" section.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -15,13 +14,9 @@ from dataclasses import dataclass, field
 
 import pytest
 import yaml
-from reliability_harness import artifact_key, bucket, s3_client, snapshot, stack_configured, unique, versions
+from reliability_harness import artifact_key, bucket, needs_stack, s3_client, snapshot, unique, versions
 
-if not stack_configured() and not os.environ.get("CI"):
-    pytest.skip("the local stack is not configured: run `make up` and `source .stack/env`",
-                allow_module_level=True)
-
-pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+pytestmark = [needs_stack, pytest.mark.reliability, pytest.mark.slow]
 
 NOWHERE = "http://127.0.0.1:9"  # the discard port: nothing listens there
 ERROR_LINE = re.compile(r"^lau( [a-z]+)*: ")  # `lau: ...`, or argparse's `lau train: ...`

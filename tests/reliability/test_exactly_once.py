@@ -14,7 +14,6 @@ the other tests of this module run (they come first in this file: pytest runs it
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,15 +29,11 @@ from reliability_harness import (
     ledger,
     ledger_objects,
     mlflow_client,
-    stack_configured,
+    needs_stack,
     versions,
 )
 
-if not stack_configured() and not os.environ.get("CI"):
-    pytest.skip("the local stack is not configured: run `make up` and `source .stack/env`",
-                allow_module_level=True)
-
-pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+pytestmark = [needs_stack, pytest.mark.reliability, pytest.mark.slow]
 
 # fault point -> the class its request forgets (each on its own model)
 POINTS = {

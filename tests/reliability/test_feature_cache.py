@@ -13,20 +13,15 @@ The tests run in file order on one model.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from reliability_harness import bucket, champion, check_invariants, s3_client, stack_configured
+from reliability_harness import bucket, champion, check_invariants, needs_stack, s3_client
 
-if not stack_configured() and not os.environ.get("CI"):
-    pytest.skip("the local stack is not configured: run `make up` and `source .stack/env`",
-                allow_module_level=True)
-
-pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+pytestmark = [needs_stack, pytest.mark.reliability, pytest.mark.slow]
 
 MISS = r"\[features\] cached copy (\S+) (has no recorded sha256|does not match its sha256): treated as a cache miss"
 
@@ -34,12 +29,6 @@ MISS = r"\[features\] cached copy (\S+) (has no recorded sha256|does not match i
 @pytest.fixture(scope="module")
 def model(copy_of_reference) -> str:  # noqa: ANN001
     return copy_of_reference("rel-features")
-
-
-@pytest.fixture(scope="module")
-def promised() -> dict[str, list[int]]:
-    """request id -> classes, filled by the tests as they go."""
-    return {}
 
 
 def relabelled(data: bytes, klass: int) -> bytes:

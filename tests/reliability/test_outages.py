@@ -12,7 +12,6 @@ The last one restarts the Prefect server under a held model lock: the holder sti
 
 from __future__ import annotations
 
-import os
 import threading
 
 import pytest
@@ -22,17 +21,13 @@ from reliability_harness import (
     check_invariants,
     forgotten,
     ledger,
+    needs_stack,
     outage,
-    stack_configured,
     unique,
     versions,
 )
 
-if not stack_configured() and not os.environ.get("CI"):
-    pytest.skip("the local stack is not configured: run `make up` and `source .stack/env`",
-                allow_module_level=True)
-
-pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+pytestmark = [needs_stack, pytest.mark.reliability, pytest.mark.slow]
 
 GATE_PASSED = r"Task run 'verification gate.* Completed"  # next: plots, read champion, register
 REGISTERED = r"Task run 'register version.* Completed"  # next: promotion (MLflow), the report (S3)
@@ -44,15 +39,17 @@ def model(copy_of_reference) -> str:  # noqa: ANN001
     return copy_of_reference("rel-outage")
 
 
-@pytest.fixture(scope="module")
-def promised() -> dict[str, list[int]]:
-    """request id -> classes, filled by the tests as they go."""
-    return {}
-
-
-def assert_one_error_line(run) -> None:  # noqa: ANN001
+def outlast(live, service: str, title: str, model: str) -> tuple[str, dict]:  # noqa: ANN001
+    """Keep ``service`` down until the running `lau` gives up: it exits 3 with one error line, no
+    traceback, naming ``title``. Returns the request id and its ledger record."""
+    with outage(service):
+        run = live.finish(timeout=240)
+    assert run.code == 3, run.describe()
     assert run.error_lines == [run.lines[-1]], run.describe()
     assert "Traceback" not in run.stderr
+    assert title in run.error_lines[0]
+    (request_id,) = run.request_ids
+    return request_id, ledger(model)[request_id]
 
 
 def test_short_outages_of_s3_then_mlflow_are_ridden_out(workspace, model: str, promised: dict) -> None:  # noqa: ANN001
@@ -78,13 +75,8 @@ def test_a_long_s3_outage_exits_3_and_leaves_the_request_retryable(workspace, mo
                                                                      promised: dict) -> None:  # noqa: ANN001
     live = workspace.start("forget", "--classes", "1", "--json", model=model)
     assert live.wait_for(REGISTERED), live.stderr[-3000:]
-    with outage("s3"):  # down until `lau` gives up: promoted (MLflow), then the report fails (S3)
-        run = live.finish(timeout=240)
-    assert run.code == 3, run.describe()
-    assert_one_error_line(run)
-    assert "S3" in run.error_lines[0]
-    (request_id,) = run.request_ids
-    record = ledger(model)[request_id]
+    # S3 down until `lau` gives up: promoted (MLflow), then the report fails (S3)
+    request_id, record = outlast(live, "s3", "S3", model)
     assert record["status"] in RETRYABLE, record
     serving = champion(model)  # promoted before the outage: sound, and it has forgotten class 1
     assert serving.tags["lau.gate"] == "passed" and 1 in forgotten(serving)
@@ -96,13 +88,7 @@ def test_a_long_mlflow_outage_exits_3_and_leaves_the_request_retryable(workspace
     before = [v.version for v in versions(model)]
     live = workspace.start("forget", "--classes", "7", "--json", model=model)
     assert live.wait_for(GATE_PASSED), live.stderr[-3000:]
-    with outage("mlflow"):
-        run = live.finish(timeout=240)
-    assert run.code == 3, run.describe()
-    assert_one_error_line(run)
-    assert "MLflow" in run.error_lines[0]
-    (request_id,) = run.request_ids
-    record = ledger(model)[request_id]
+    request_id, record = outlast(live, "mlflow", "MLflow", model)
     assert record["status"] == "failed" and "MLflow" in record["error"], record
     assert [v.version for v in versions(model)] == before, "a version was registered during the outage"
     promised[request_id] = [7]

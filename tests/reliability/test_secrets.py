@@ -15,13 +15,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from reliability_harness import REPO, bucket, stack_configured, stack_dir
+from reliability_harness import REPO, bucket, needs_stack, stack_dir
 
-if not stack_configured() and not os.environ.get("CI"):
-    pytest.skip("the local stack is not configured: run `make up` and `source .stack/env`",
-                allow_module_level=True)
-
-pytestmark = [pytest.mark.reliability]
+pytestmark = [needs_stack, pytest.mark.reliability]
 
 AWS_LIKE = [
     re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),  # an AWS access key id
