@@ -41,8 +41,9 @@ def run_bench(params: Params, methods: tuple[str, ...], class_sets: list[tuple[i
     class_sets = [check_classes(c, split.num_classes, excluded=split.excluded_classes) for c in class_sets]
     _warm_up()
     start = time.perf_counter()
-    original = fit(new_model(split, params.model, params.train.seed), split.train_images,
-                   split.train_labels, params.train, label="original")
+    original = new_model(split, params.model, params.train.seed)
+    original.check_depth(params.unlearn.depth)  # before minutes of training, not after
+    original = fit(original, split.train_images, split.train_labels, params.train, label="original")
     train_s = time.perf_counter() - start
     start = time.perf_counter()
     features = extract_features(original, split, params.unlearn.depth, "bench", params.features.batch_size)
@@ -134,8 +135,9 @@ def run_chain(params: Params, chain: list[int]) -> dict:
     for cls in chain:
         check_classes((cls,), split.num_classes, excluded=split.excluded_classes)
     _warm_up()
-    model = fit(new_model(split, params.model, params.train.seed), split.train_images, split.train_labels,
-                params.train, label="original")
+    model = new_model(split, params.model, params.train.seed)
+    model.check_depth(params.unlearn.depth)
+    model = fit(model, split.train_images, split.train_labels, params.train, label="original")
     features = extract_features(model, split, params.unlearn.depth, "chain", params.features.batch_size)
     rows, parent, done = [], model, ()
     for cls in chain:

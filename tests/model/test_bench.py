@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,16 @@ def test_check_methods_names_the_valid_ones() -> None:
     with pytest.raises(BadInput, match="no method"):
         check_methods(())
     assert check_methods(("lau", "retrain")) == ("lau", "retrain")
+
+
+@pytest.mark.parametrize(("depth", "says"), [("0", "--depth must be 1 or more"),
+                                             ("9", "depth 9 is out of range for cnn: choose 1-3")])
+def test_bench_rejects_a_bad_depth_before_training(tmp_path: Path, depth: str, says: str) -> None:
+    """One line on stderr, exit 2, no output file: and no model trained first (it fails at once)."""
+    out = tmp_path / "out.json"
+    done = subprocess.run([str(Path(sys.executable).with_name("lau")), "bench", "--methods", "lau",
+                           "--depth", depth, "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], lines
+    assert "[original] epoch" not in done.stderr and not out.exists()
