@@ -10,7 +10,7 @@ STACK_ENV := $(LAU_STACK_DIR)/env
 # down and status must work without (re)building the venv
 STACK_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 
-.PHONY: help venv up down status test demo bench
+.PHONY: help venv up down status test demo bench bench-flow
 
 help:
 	@echo "make demo    build .venv, start the stack, run the end-to-end demo"
@@ -19,6 +19,7 @@ help:
 	@echo "make down    stop them (data stays under $(LAU_STACK_DIR)/)"
 	@echo "make status  health of each service"
 	@echo "make bench   side-by-side benchmark of unlearning methods -> bench/out.json"
+	@echo "make bench-flow  deletion flows timed end to end, cold vs warm feature cache -> bench/flow_cnn.json"
 
 # torch first, pinned, so that `pip install -e .` finds it satisfied and never swaps it.
 $(VENV)/.stamp: pyproject.toml constraints.txt
@@ -53,3 +54,10 @@ demo: $(VENV)/.stamp
 bench: $(VENV)/.stamp
 	mkdir -p bench
 	$(VENV)/bin/lau bench --json bench/out.json
+
+# Needs the stack (starts it if it is down); ARCH=resnet18 EPOCHS=1 for a backbone where extraction counts.
+ARCH ?= cnn
+bench-flow: $(VENV)/.stamp
+	$(MAKE) --no-print-directory up
+	source $(STACK_ENV) && $(PY) -m flows.timing --arch $(ARCH) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+		--classes 3,5 --json bench/flow_$(ARCH).json

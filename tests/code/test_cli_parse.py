@@ -1,0 +1,14 @@
+"""Command-line parsing that fails before any service or model is touched."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows import timing
+
+
+def test_flow_timing_needs_a_cold_and_a_warm_deletion(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        timing.main(["--classes", "3"])
+    assert exit_info.value.code == 2
+    assert "needs two or more classes" in capsys.readouterr().err
