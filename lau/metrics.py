@@ -136,7 +136,8 @@ def evaluate(outputs: Outputs, forget_classes: tuple[int, ...], num_classes: int
              original_test_retain_acc: float | None = None, with_probe: bool = True) -> dict:
     """Every CONTRACT metric plus per-class accuracies and the test confusion matrix.
 
-    ``forget_classes`` is cumulative over the lineage; forget accuracies are maxima over them.
+    ``forget_classes`` is cumulative over the lineage; forget accuracies are maxima over them, and
+    NaN when one of them has no image in that part of the data (nothing shows it was forgotten).
     """
     forget_train = class_mask(outputs.train_labels, forget_classes)
     forget_test = class_mask(outputs.test_labels, forget_classes)
@@ -147,9 +148,11 @@ def evaluate(outputs: Outputs, forget_classes: tuple[int, ...], num_classes: int
     test_retain = accuracy(outputs.test_logits[~forget_test], outputs.test_labels[~forget_test])
     original = test_retain if original_test_retain_acc is None else original_test_retain_acc
     forgotten_predicted = class_mask(outputs.test_logits.argmax(1), forget_classes)
+    # A forgotten class without images cannot be shown forgotten: NaN, which the gate rejects.
+    complete_train, complete_test = len(present_train) == len(forget_classes), len(present_test) == len(forget_classes)
     metrics = {
-        "forget_acc": max(present_train) if present_train else float("nan"),
-        "test_forget_acc": max(present_test) if present_test else float("nan"),
+        "forget_acc": max(present_train) if present_train and complete_train else float("nan"),
+        "test_forget_acc": max(present_test) if present_test and complete_test else float("nan"),
         "retain_acc": accuracy(outputs.train_logits[~forget_train], outputs.train_labels[~forget_train]),
         "test_retain_acc": test_retain,
         "original_test_retain_acc": original,

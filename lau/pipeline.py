@@ -73,6 +73,13 @@ def unlearn_classes(params: Params, parent: SplitModel, features: FeatureSet,
         from lau.errors import BadInput
 
         raise BadInput(f"forget classes: {sorted(repeated)} already forgotten in this lineage")
+    missing = [c for c in forget_classes
+               if not (features.train_labels == c).any() or not (features.test_labels == c).any()]
+    if missing:
+        from lau.errors import BadInput
+
+        raise BadInput(f"forget classes: {missing} have no train or no test images in this lineage's data, "
+                       "so their erasure cannot be verified")
     forgotten = tuple(sorted(set(forget_classes) | set(already_forgotten)))
     check_classes(forgotten, parent.spec.num_classes, what="forget classes (with the lineage's)",
                   excluded=excluded)

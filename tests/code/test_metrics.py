@@ -109,6 +109,20 @@ def test_evaluate_takes_the_worst_forgotten_class_and_the_retain_drop() -> None:
     assert result["confusion_test"][0][3] == 1
 
 
+def test_a_forgotten_class_without_images_is_not_shown_forgotten() -> None:
+    """Class 1 has no train image (e.g. features whose labels were tampered with): forget_acc is NaN,
+    not the 0 % of class 0 alone, and the gate rejects it."""
+    train_labels = torch.tensor([0, 0, 2, 2, 3, 3])
+    train_logits = one_hot_logits([2, 2, 2, 2, 3, 3], 4)  # class 0: 0 %
+    test_labels = torch.tensor([0, 1, 2, 3])
+    test_logits = one_hot_logits([2, 2, 2, 3], 4)
+    outputs = Outputs(train_logits, train_labels, test_logits, test_labels, torch.randn(6, 3), torch.randn(4, 3))
+    metrics = evaluate(outputs, (0, 1), 4, with_probe=False)["metrics"]
+    assert math.isnan(metrics["forget_acc"]) and metrics["test_forget_acc"] == 0.0
+    verdict = verify(metrics, GateConfig())
+    assert not verdict.passed and [c.name for c in verdict.failed()] == ["forget_acc"]
+
+
 # ------------------------------------------------------------------ the gate
 
 

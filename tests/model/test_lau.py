@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -9,9 +10,11 @@ import torch
 
 from lau.config import Params
 from lau.data import Split, class_mask
+from lau.errors import BadInput
 from lau.features import FeatureSet
 from lau.metrics import evaluate, outputs_from_features
 from lau.models import SplitModel, clone
+from lau.pipeline import unlearn_classes
 from lau.train import predict
 from lau.unlearn import unlearn
 
@@ -142,3 +145,13 @@ def test_deeper_lau_leaves_a_smaller_probe_residual(trained_model: SplitModel, f
         metrics = forget_metrics(candidate, feature_sets(depth), (3,), with_probe=True)
         probe[depth] = (metrics["probe_forget_acc"], result.steps)
     assert probe[2][0] < probe[1][0], f"probe_forget_acc, steps by depth: {probe}"
+
+
+def test_a_class_missing_from_the_lineage_data_is_refused(trained_model: SplitModel, feature_sets: Features) -> None:
+    """No train image of class 5 in the features: its erasure cannot be shown, so no candidate."""
+    features = feature_sets(1)
+    keep = features.train_labels != 5
+    without_5 = dataclasses.replace(features, train_features=features.train_features[keep],
+                                    train_labels=features.train_labels[keep])
+    with pytest.raises(BadInput, match=r"\[5\] have no train or no test images"):
+        unlearn_classes(Params(), trained_model, without_5, (5,))
