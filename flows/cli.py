@@ -215,6 +215,28 @@ def _chain(err: BaseException) -> list[BaseException]:
     return out
 
 
+def run() -> None:
+    """The `lau` entry point: ``main()``, then an exit without the interpreter's teardown.
+
+    Tearing down torch, MLflow and Prefect's modules took 1.3-1.9 s after every command (measured:
+    `lau forget` 10.7 s wall, 9.0 s with this). Everything that must happen at exit still does,
+    in the interpreter's own order: non-daemon threads are joined, every atexit handler runs
+    (Prefect's log and event drains, logging.shutdown, weakref finalizers), stdout and stderr are
+    flushed; only the freeing of memory the OS reclaims anyway is skipped.
+    """
+    import atexit
+    import threading
+
+    code = main()
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # noqa: SLF001 - private, but the one way to run what os._exit skips
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
 
