@@ -30,6 +30,9 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # noqa: D102
         raise CliError(f"{self.prog}: {message}", EXIT_BAD_INPUT)
 
+    def print_help(self, file=None) -> None:  # noqa: ANN001, D102 - `lau --help | less` reads stdout
+        super().print_help(file or _STDOUT or sys.stdout)
+
 
 def parse_classes(text: str) -> list[int]:
     """'3' or '3,5' -> [3, 5]; anything else is bad input."""
