@@ -1,6 +1,6 @@
 """The feature cache's integrity check (tasks.features): a copy is read only when its bytes match the
 sha256 recorded when it was written, beside the local file or in the S3 object's metadata. The
-real S3 path, through two deletions, is tests/reliability/test_feature_cache.py."""
+real S3 path, through two deletions, is tests/reliability/test_tampered_features.py."""
 
 from __future__ import annotations
 
