@@ -235,7 +235,7 @@ def test_a_larger_ridge_makes_a_smaller_edit() -> None:
         head = nn.Sequential(nn.Sequential(nn.Linear(12, 8), nn.ReLU()), nn.Linear(8, 4))
         before = head[0][0].weight.detach().clone()
         edit_hidden(head, features, labels, (3,), ridge=ridge)
-        sizes.append(float((head[0][0].weight - before).norm()))
+        sizes.append(float((head[0][0].weight.detach() - before).norm()))
     assert sizes[1] < sizes[0], sizes
 
 
