@@ -16,7 +16,8 @@ survive ``down`` / ``up``. Settings, all optional, from the environment:
     LAU_WEED_ADMIN_PORT 23646 (SeaweedFS also listens on each of its ports + 10000 for gRPC),
     LAU_BUCKET (else ``storage.bucket`` in params.yaml, else "lau"), LAU_STACK_TIMEOUT 90 (s),
     LAU_WEED_BIN (else ``weed`` next to this Python, else on PATH),
-    AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (else generated once into .stack/credentials),
+    LAU_STACK_ACCESS_KEY_ID / LAU_STACK_SECRET_ACCESS_KEY (else generated once into
+    .stack/credentials; AWS_* in the shell are never used: they may be someone's real AWS keys),
     LAU_WORKER (1: also start `prefect worker start --type process` on the pool LAU_WORK_POOL,
     default "lau-process", that prefect.yaml's deployments use; `down` stops it whatever LAU_WORKER says).
 
@@ -188,8 +189,12 @@ def bucket_from_params(params_path: Path) -> str:
 
 
 def load_credentials(environ: Mapping[str, str], stack_dir: Path, *, create: bool) -> tuple[str, str]:
-    """AWS_* from the environment, else .stack/credentials (generated there on first use)."""
-    key, secret = environ.get("AWS_ACCESS_KEY_ID"), environ.get("AWS_SECRET_ACCESS_KEY")
+    """LAU_STACK_* from the environment, else .stack/credentials (generated there on first use).
+
+    Never AWS_*: a shell holding real AWS keys would otherwise configure the local S3 with them and
+    write them into .stack/env and .stack/credentials.
+    """
+    key, secret = environ.get("LAU_STACK_ACCESS_KEY_ID"), environ.get("LAU_STACK_SECRET_ACCESS_KEY")
     if key and secret:
         return key, secret
     path = stack_dir / "credentials"

@@ -207,3 +207,14 @@ def test_env_example_names_every_secret_and_fills_none() -> None:
                            if "secretKeyRef" in e.get("valueFrom", {})}
     assert referenced <= set(values), f"missing from env.example: {sorted(referenced - set(values))}"
     assert all(value == "" for key, value in values.items() if SECRET_NAME.search(key)), "env.example holds a secret"
+
+
+def test_the_local_stack_never_takes_aws_keys_from_the_shell(tmp_path: Path) -> None:
+    """Real AWS keys in the shell must not become the local S3's identity, nor land in .stack/."""
+    shell = {"AWS_ACCESS_KEY_ID": "AKIAREALKEY", "AWS_SECRET_ACCESS_KEY": "real-secret"}
+    key, secret = stack.load_credentials(shell, tmp_path, create=True)
+    assert (key, secret) != ("AKIAREALKEY", "real-secret") and key and secret
+    assert "AKIAREALKEY" not in (tmp_path / "credentials").read_text()
+    assert stack.load_credentials(shell, tmp_path, create=False) == (key, secret)  # stable
+    chosen = {**shell, "LAU_STACK_ACCESS_KEY_ID": "mine", "LAU_STACK_SECRET_ACCESS_KEY": "my-secret"}
+    assert stack.load_credentials(chosen, tmp_path, create=True) == ("mine", "my-secret")
