@@ -89,7 +89,8 @@ def attempt(ctx: Context, request: Request, max_retain_drop: float | None,
     """One try on the current champion; None when the champion moved before registration."""
     champion, parent = load_champion(ctx)
     depth = ctx.params.unlearn.depth
-    cached = cached_features(ctx, parent, depth, champion.tag("data_version"))
+    cached = cached_features(ctx, parent, depth, champion.tag("data_version"),
+                             pinned=(champion.tag("feature_cache_key"), champion.tag("feature_cache_sha256")))
     fault_point("features")
     unlearned = unlearn(ctx.params, parent, cached.features, tuple(request.classes), champion.forgotten,
                         champion.excluded)
@@ -104,7 +105,8 @@ def attempt(ctx: Context, request: Request, max_retain_drop: float | None,
                "evaluate_s": evaluation["evaluate_s"]}
     evaluation = {**evaluation, "gate": verdict.to_json(), "timings": timings,
                   "forgotten": list(unlearned.forgotten), "parent_version": champion.version,
-                  "class_names": list(parent.spec.class_names), "feature_cache_key": cached.features.key}
+                  "class_names": list(parent.spec.class_names), "feature_cache_key": cached.features.key,
+                  "feature_cache_sha256": cached.sha256}
     plots_dir = plots(evaluation, list(parent.spec.class_names), list(unlearned.forgotten),
                       ctx.settings.work_dir / "plots" / request.request_id)
     if not verdict.passed:
@@ -123,6 +125,7 @@ def attempt(ctx: Context, request: Request, max_retain_drop: float | None,
             "arch": champion.tag("arch"),
             "data_version": champion.tag("data_version"), "data_uri": champion.tag("data_uri"),
             "excluded_classes": list(champion.excluded), "feature_cache_key": cached.features.key,
+            "feature_cache_sha256": cached.sha256,
             "gate": "passed", "code_commit": code_commit(),
             "test_retain_acc": evaluation["metrics"]["test_retain_acc"]}
     version = register(ctx, unlearned.candidate, run_name=f"forget {list(request.classes)} ({request.request_id})",
@@ -190,6 +193,7 @@ def _report(ctx: Context, request: Request, status: str, evaluation: dict, versi
         "hashes": {"weights_sha256": version.tag("weights_sha256") if version else "-",
                    "data_version (dvc md5)": version.tag("data_version") if version else "-",
                    "feature_cache_key": evaluation.get("feature_cache_key", "-"),
+                   "feature_cache_sha256": evaluation.get("feature_cache_sha256", "-"),
                    "code_commit": code_commit()},
         "timeline": {**{entry["at"]: f"{entry['status']}: {entry['note']}" for entry in request.history},
                      now(): f"{status}: version {version.version if version else '-'}"},

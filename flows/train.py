@@ -48,7 +48,7 @@ def train_flow(model_name: str | None = None, dataset: str | None = None, arch: 
                 "depth": depth, "num_classes": split.num_classes, "dataset": params.data.dataset, "arch": params.model.arch,
                 "data_version": data_version, "data_uri": data_uri,
                 "excluded_classes": list(split.excluded_classes), "feature_cache_key": cached.features.key,
-                "gate": "passed", "code_commit": code_commit(),
+                "feature_cache_sha256": cached.sha256, "gate": "passed", "code_commit": code_commit(),
                 "test_retain_acc": evaluation["metrics"]["test_acc"]}
         sizes = {"train_images": len(split.train_labels), "test_images": len(split.test_labels)}
         version = register(ctx, model, run_name=f"train {params.data.dataset}/{params.model.arch}", tags=tags,

@@ -5,6 +5,10 @@ as the object's metadata ``x-amz-meta-sha256``, written in the same request as t
 ``features.safetensors.sha256`` beside it). A copy without a recorded hash, whose bytes do not match
 it, that does not load or that holds another key's features is a cache miss: one line on stderr,
 and the copy is overwritten by a good one (downloaded, or extracted again). LAU never runs on it.
+
+Those hashes live beside the data, so whoever can rewrite the data can rewrite them too. The
+registry holds a third: every version is tagged with the sha256 of the features it was made from
+(``lau.feature_cache_sha256``), and a deletion accepts only a copy with that hash (``expected``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class CachedFeatures:
     features: FeatureSet
     source: str  # "local", "s3" or "extracted"
     seconds: float
+    sha256: str  # of the cache file these features were read from (or written to)
 
 
 def s3_key(key: str) -> str:
@@ -49,46 +54,66 @@ def s3_key(key: str) -> str:
 
 
 @task(name="features (cache or extract)", **IO)
-def cached_features(ctx: Context, model: SplitModel, depth: int, data_version: str) -> CachedFeatures:
-    """F_f features of the lineage's data: a cache hit costs a file read, a miss one extraction."""
+def cached_features(ctx: Context, model: SplitModel, depth: int, data_version: str,
+                    pinned: tuple[str, str] | None = None) -> CachedFeatures:
+    """F_f features of the lineage's data: a cache hit costs a file read, a miss one extraction.
+    ``pinned``: (cache key, sha256) the registry recorded with the parent version; a copy under
+    that key must have that hash (another key, e.g. after a depth change, has no pin)."""
     start = time.perf_counter()
     key = cache_key(model, depth, data_version)
+    expected = pinned[1] if pinned and pinned[0] == key and pinned[1] else None
     local = ctx.settings.feature_dir / key
-    if (features := read_local(local, key)) is not None:
-        return CachedFeatures(features, "local", time.perf_counter() - start)
-    if (features := download(ctx.storage, key, local)) is not None:
-        return CachedFeatures(features, "s3", time.perf_counter() - start)
+    if (found := read_local(local, key, expected)) is not None:
+        return CachedFeatures(found[0], "local", time.perf_counter() - start, found[1])
+    if (found := download(ctx.storage, key, local, expected)) is not None:
+        return CachedFeatures(found[0], "s3", time.perf_counter() - start, found[1])
     progress(f"[features] cache miss for {key}: extracting")
     split = fetch(ctx.storage, data_version, ctx.settings.work_dir)
     features = extract_sharded(ctx.params, model, split, data_version, cache_dir=local, depth=depth)
     digest = write_local(local, lambda tmp: save_features(features, tmp))
     ctx.storage.put_file(s3_key(key), local / FEATURES_FILE, metadata={SHA256_METADATA: digest})
-    return CachedFeatures(features, "extracted", time.perf_counter() - start)
+    return CachedFeatures(features, "extracted", time.perf_counter() - start, digest)
 
 
-def read_local(folder: Path, key: str) -> FeatureSet | None:
-    """The local copy if it matches the sha256 recorded beside it, else None (a miss)."""
+def _mismatch(recorded: str | None, actual: str, expected: str | None) -> str | None:
+    """Why a copy is refused, or None when it is good."""
+    if recorded is None:
+        return "has no recorded sha256"
+    if actual != recorded:
+        return "does not match its sha256"
+    if expected is not None and recorded != expected:
+        return "is not the copy the registry recorded (lau.feature_cache_sha256)"
+    return None
+
+
+def read_local(folder: Path, key: str, expected: str | None = None) -> tuple[FeatureSet, str] | None:
+    """The local copy and its sha256 if it matches the hash recorded beside it (and ``expected``),
+    else None (a miss)."""
     path = folder / FEATURES_FILE
     if not path.is_file():
         return None
     recorded = (folder / SHA256_FILE).read_text().strip() if (folder / SHA256_FILE).is_file() else None
-    if recorded is None or file_sha256(path) != recorded:
-        return discard(path, "has no recorded sha256" if recorded is None else "does not match its sha256")
-    return checked_load(path, key)
+    actual = file_sha256(path) if recorded is not None else ""
+    if (why := _mismatch(recorded, actual, expected)) is not None:
+        return discard(path, why)
+    features = checked_load(path, key)
+    return None if features is None else (features, actual)
 
 
-def download(storage: Storage, key: str, folder: Path) -> FeatureSet | None:
-    """The S3 copy, if its bytes match the sha256 in its metadata, saved as the local copy; else None."""
+def download(storage: Storage, key: str, folder: Path,
+             expected: str | None = None) -> tuple[FeatureSet, str] | None:
+    """The S3 copy and its sha256, if its bytes match the hash in its metadata (and ``expected``),
+    saved as the local copy; else None."""
     found = storage.get_object(s3_key(key))
     if found is None:
         return None
     data, metadata = found
-    recorded = metadata.get(SHA256_METADATA)
-    if recorded is None or hashlib.sha256(data).hexdigest() != recorded:
-        why = "has no recorded sha256" if recorded is None else "does not match its sha256"
+    actual = hashlib.sha256(data).hexdigest()
+    if (why := _mismatch(metadata.get(SHA256_METADATA), actual, expected)) is not None:
         return discard(storage.uri(s3_key(key)), why)
     write_local(folder, lambda tmp: (tmp / FEATURES_FILE).write_bytes(data))
-    return checked_load(folder / FEATURES_FILE, key)
+    features = checked_load(folder / FEATURES_FILE, key)
+    return None if features is None else (features, actual)
 
 
 def write_local(folder: Path, write: Callable[[Path], object]) -> str:

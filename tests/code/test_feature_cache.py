@@ -45,8 +45,11 @@ def flip_last_byte(data: bytes) -> bytes:
     return data[:-1] + bytes([data[-1] ^ 1])
 
 
-def assert_same(features: FeatureSet | None, expected: FeatureSet) -> None:
-    assert features is not None and features.key == expected.key
+def assert_same(found: tuple[FeatureSet, str] | None, expected: FeatureSet) -> None:
+    """``found`` is what read_local / download return: the features and their file's sha256."""
+    assert found is not None
+    features, digest = found
+    assert len(digest) == 64 and features.key == expected.key
     assert torch.equal(features.train_features, expected.train_features)
     assert torch.equal(features.test_labels, expected.test_labels)
 
@@ -113,3 +116,26 @@ def test_no_s3_copy_is_a_plain_miss(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert download(FakeStorage({}), KEY, tmp_path / KEY) is None
     assert read_local(tmp_path / KEY, KEY) is None
     assert capsys.readouterr().err == ""
+
+
+def test_a_copy_whose_own_hash_was_rewritten_is_refused_by_the_registry_hash(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Data and hash rewritten together (someone with write access to the bucket and the disk):
+    only the sha256 the registry recorded for the lineage (``expected``) tells them apart."""
+    good = cache_file(tmp_path)
+    forged = flip_last_byte(good)
+    registry_hash = hashlib.sha256(good).hexdigest()
+    storage = FakeStorage({s3_key(KEY): (forged, {SHA256_METADATA: hashlib.sha256(forged).hexdigest()})})
+    folder = tmp_path / "cache" / KEY
+    write_local(folder, lambda tmp: (tmp / FEATURES_FILE).write_bytes(forged))  # hash file rewritten too
+
+    assert read_local(folder, KEY) is not None and download(storage, KEY, tmp_path / "other") is not None
+    capsys.readouterr()
+    assert read_local(folder, KEY, registry_hash) is None
+    assert download(storage, KEY, folder, registry_hash) is None
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all("is not the copy the registry recorded" in line for line in lines)
+    write_local(folder, lambda tmp: (tmp / FEATURES_FILE).write_bytes(good))
+    found = read_local(folder, KEY, registry_hash)
+    assert_same(found, feature_set())
+    assert found[1] == registry_hash

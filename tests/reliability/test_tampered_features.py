@@ -101,3 +101,24 @@ def test_a_tampered_local_copy_is_replaced_from_s3(workspace, model: str, promis
     assert f"cached copy {local} does not match its sha256" in summary["stderr"]
     assert local.read_bytes() == s3_client().get_object(Bucket=bucket(), Key=key)["Body"].read()
     check_invariants(model, promised)
+
+
+def test_data_and_hash_rewritten_together_are_caught_by_the_registry_hash(workspace, model: str,  # noqa: ANN001
+                                                                          promised: dict) -> None:
+    """Someone who can write the bucket and the disk rewrites the features *and* their recorded
+    hashes. Only the registry's lau.feature_cache_sha256 of the parent version tells."""
+    key, local = cache_copies(workspace, model)
+    s3 = s3_client()
+    good = s3.get_object(Bucket=bucket(), Key=key)["Body"].read()
+    assert champion(model).tags["lau.feature_cache_sha256"] == sha256(good)
+    forged = relabelled(good, 7)
+    s3.put_object(Bucket=bucket(), Key=key, Body=forged, Metadata={"sha256": sha256(forged)})
+    local.write_bytes(forged)
+    local.with_name(local.name + ".sha256").write_text(sha256(forged) + "\n")
+
+    summary = forget(workspace, model, 7, promised)
+
+    assert summary["timings"]["features_source"] == "extracted", summary["timings"]
+    assert summary["stderr"].count("is not the copy the registry recorded") == 2, summary["stderr"][-3000:]
+    assert champion(model).tags["lau.feature_cache_sha256"] == sha256(local.read_bytes()) != sha256(forged)
+    check_invariants(model, promised)
