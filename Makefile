@@ -55,9 +55,11 @@ bench: $(VENV)/.stamp
 	mkdir -p bench
 	$(VENV)/bin/lau bench --json bench/out.json
 
-# Needs the stack (starts it if it is down); ARCH=resnet18 EPOCHS=1 for a backbone where extraction counts.
+# Needs the stack (starts it if it is down); ARCH=resnet18 EPOCHS=1 for a backbone where extraction
+# counts; VIA=process for one scheduled-style `lau process` pass instead of one `lau forget` each.
 ARCH ?= cnn
+VIA ?= forget
 bench-flow: $(VENV)/.stamp
 	$(MAKE) --no-print-directory up
 	source $(STACK_ENV) && $(PY) -m flows.timing --arch $(ARCH) $(if $(EPOCHS),--epochs $(EPOCHS)) \
-		--classes 3,5 --json bench/flow_$(ARCH).json
+		--via $(VIA) --classes 3,5 --json bench/flow_$(ARCH)$(if $(filter process,$(VIA)),_process).json
