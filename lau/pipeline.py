@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from lau.config import Params
 from lau.data import Split, check_classes, prepare
+from lau.errors import BadInput
 from lau.features import FeatureSet, extract_features
 from lau.metrics import evaluate, outputs_from_features
 from lau.models import SplitModel
@@ -70,14 +71,10 @@ def unlearn_classes(params: Params, parent: SplitModel, features: FeatureSet,
                                    excluded=excluded)
     repeated = set(forget_classes) & set(already_forgotten)
     if repeated:
-        from lau.errors import BadInput
-
         raise BadInput(f"forget classes: {sorted(repeated)} already forgotten in this lineage")
     missing = [c for c in forget_classes
                if not (features.train_labels == c).any() or not (features.test_labels == c).any()]
     if missing:
-        from lau.errors import BadInput
-
         raise BadInput(f"forget classes: {missing} have no train or no test images in this lineage's data, "
                        "so their erasure cannot be verified")
     forgotten = tuple(sorted(set(forget_classes) | set(already_forgotten)))
