@@ -16,7 +16,6 @@ from typing import Any
 from prefect import flow
 
 from flows.lock import model_lock
-from lau.data import progress
 from lau.errors import BadInput
 from lau.gate import Verdict
 from lau.report import PROBE_NOTE
@@ -29,6 +28,7 @@ from tasks.publish import find_version, load_champion, promote, read_champion, r
 from tasks.registry import Version, code_commit
 from tasks.reports import audit_report, dashboard, plots
 from tasks.settings import InfraError
+from lau.utils import progress
 
 REDO_LIMIT = 3
 

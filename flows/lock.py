@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 
-from lau.data import progress
+from lau.utils import progress
 from tasks.settings import InfraError
 
 LEASE_S = 60  # the server's minimum; renewed while the holder lives

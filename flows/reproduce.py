@@ -21,12 +21,12 @@ from typing import Any
 import mlflow
 import yaml
 
-from lau.data import file_md5, progress
 from lau.errors import BadInput
 from lau.metrics import CONTRACT_KEYS
 from lau.stages import compare_metrics
 from tasks.common import Context
 from tasks.settings import InfraError
+from lau.utils import file_md5, progress
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from lau.config import BaselinesConfig, ModelConfig, TrainConfig
-from lau.data import Split, class_mask, progress
+from lau.data import Split, class_mask, to_float
 from lau.models import SplitModel, clone
-from lau.train import device, fit, new_model, seed_everything, to_float
+from lau.train import fit, new_model, seed_everything
+from lau.utils import device, progress
 
 
 @dataclass(frozen=True)

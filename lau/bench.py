@@ -10,13 +10,14 @@ import torch
 
 from lau.baselines import BASELINES, BaselineContext
 from lau.config import Params
-from lau.data import check_classes, prepare, progress
+from lau.data import check_classes, prepare
 from lau.features import extract_features
 from lau.metrics import CONTRACT_KEYS, evaluate, outputs_from_features, outputs_from_images
 from lau.models import SplitModel
 from lau.report import bench_table, plot_bench
 from lau.train import fit, new_model
 from lau.unlearn import unlearn
+from lau.utils import progress
 
 METHODS = ("lau", *BASELINES)
 ROW_KEYS = ("forget_acc", "test_forget_acc", "retain_acc", "test_retain_acc", "mia_efficacy",

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from lau.errors import BadInput
 from lau.models import ModelSpec, SplitModel, build_model
+from lau.utils import file_sha256
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -95,11 +96,3 @@ def canonical_safetensors(path: str | Path) -> Path:
     text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes with spaces
     path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + size:])
     return path
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

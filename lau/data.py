@@ -7,10 +7,8 @@ Every loader returns uint8 images (N, C, H, W) and int64 labels; nothing is down
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import pickle
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +179,11 @@ def prepare(cfg: DataConfig) -> Split:
                  tuple(sorted(cfg.excluded_classes)))
 
 
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float in [0, 1]; the model normalizes itself."""
+    return images.to(torch.float32).div_(255.0)
+
+
 def check_classes(classes: Iterable[int], num_classes: int, *, what: str = "classes",
                   allow_empty: bool = False, excluded: Iterable[int] = ()) -> tuple[int, ...]:
     """Validate a class-id list against the label space; raise BadInput with the valid range."""
@@ -234,15 +237,6 @@ def load_split(path: str | Path) -> Split:
                      tuple(json.loads(meta.get("excluded_classes", "[]"))))
     except (SafetensorError, KeyError, OSError, ValueError) as err:
         raise BadInput(f"prepared data {path} is unreadable: {err}") from None
-
-
-def file_md5(path: str | Path) -> str:
-    """md5 of a file, as DVC records it for a single-file output."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- on-disk format readers
@@ -335,8 +329,3 @@ def _resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
     resized = torch.nn.functional.interpolate(images.float(), size=(image_size, image_size),
                                               mode="bilinear", align_corners=False)
     return resized.round().clamp(0, 255).to(torch.uint8)
-
-
-def progress(message: str) -> None:
-    """Progress goes to stderr, never stdout (stdout is for --json)."""
-    print(message, file=sys.stderr, flush=True)

@@ -17,10 +17,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from lau.checkpoint import canonical_safetensors, weights_hash
-from lau.data import Split, progress
+from lau.data import Split, to_float
 from lau.errors import BadInput
 from lau.models import SplitModel
-from lau.train import device, to_float
+from lau.utils import device, progress
 
 FEATURES_FILE = "features.safetensors"
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -55,17 +53,6 @@ def outputs_from_images(model: SplitModel, split: Split, batch_size: int = 512) 
     train_logits, train_pre = run(split.train_images, "eval train")
     test_logits, test_pre = run(split.test_images, "eval test")
     return Outputs(train_logits, split.train_labels, test_logits, split.test_labels, train_pre, test_pre)
-
-
-def json_safe(obj: Any) -> Any:
-    """NaN -> None, recursively: JSON has no NaN, and a metric may be undefined (no images)."""
-    if isinstance(obj, float) and obj != obj:
-        return None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -26,12 +26,13 @@ from typing import Any
 from lau import pipeline
 from lau.checkpoint import load_checkpoint, save_checkpoint
 from lau.config import Params, load_params
-from lau.data import file_md5, load_split, save_split
+from lau.data import load_split, save_split
 from lau.errors import BadInput
 from lau.features import load_features, save_features
 from lau.gate import verify
-from lau.metrics import CONTRACT_KEYS, json_safe
+from lau.metrics import CONTRACT_KEYS
 from lau.report import plot_confusion, plot_per_class
+from lau.utils import file_md5, json_safe
 
 PREPARED = Path("data/prepared/dataset.safetensors")
 ORIGINAL = Path("models/original")

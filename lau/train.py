@@ -8,23 +8,14 @@ import torch
 from torch import nn
 
 from lau.config import ModelConfig, TrainConfig
-from lau.data import Split, progress
+from lau.data import Split, to_float
 from lau.models import ModelSpec, SplitModel, build_model
-
-
-def device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from lau.utils import device, progress
 
 
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> float in [0, 1]; the model normalizes itself."""
-    return images.to(torch.float32).div_(255.0)
 
 
 def spec_for(split: Split, model_cfg: ModelConfig) -> ModelSpec:
@@ -69,14 +60,3 @@ def fit(model: SplitModel, images: torch.Tensor, labels: torch.Tensor, cfg: Trai
                  f"acc {100.0 * correct / max(len(labels), 1):.2f}% ({time.perf_counter() - start:.1f}s)")
     model.eval()
     return model.cpu()
-
-
-@torch.inference_mode()
-def predict(model: SplitModel, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits (N, K) of uint8 images, in eval mode."""
-    dev = device()
-    model.to(dev).eval()
-    out = [model(to_float(images[i: i + batch_size]).to(dev)).cpu()
-           for i in range(0, len(images), batch_size)]
-    model.cpu()
-    return torch.cat(out) if out else torch.empty(0, model.spec.num_classes)

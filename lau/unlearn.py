@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lau.config import UnlearnConfig
-from lau.data import class_mask, progress
+from lau.data import class_mask
 from lau.features import FeatureSet
 from lau.models import SplitModel, clone
+from lau.utils import progress
 
 
 @dataclass(frozen=True)

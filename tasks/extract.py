@@ -37,11 +37,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from lau import shards
 from lau.config import Params, RunnerConfig
-from lau.data import Split, progress
+from lau.data import Split
 from lau.features import FeatureSet, cache_key
 from lau.models import SplitModel
 from lau.shards import Shard
 from tasks.common import MATH
+from lau.utils import progress
 
 
 def task_runner(runner: RunnerConfig) -> Any:

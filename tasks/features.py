@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING
 
 from prefect import task
 
-from lau.checkpoint import file_sha256
-from lau.data import progress
 from lau.errors import BadInput
 from lau.features import FEATURES_FILE, FeatureSet, cache_key, load_features, save_features
 from lau.models import SplitModel
 from tasks.common import IO, Context
 from tasks.data import fetch
 from tasks.extract import extract_sharded
+from lau.utils import file_sha256, progress
 
 if TYPE_CHECKING:
     from tasks.s3 import Storage

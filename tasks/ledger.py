@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lau.errors import BadInput
-from lau.metrics import json_safe
+from lau.utils import json_safe
 from tasks.s3 import Storage
 
 FINAL = ("registered", "rejected")

@@ -12,10 +12,11 @@ import mlflow
 import yaml
 from prefect import task
 
-from lau.checkpoint import file_sha256, save_checkpoint
+from lau.checkpoint import save_checkpoint
 from lau.models import SplitModel
 from tasks.common import IO, Context, fault_point
 from tasks.registry import Version, experiment, infra, log_dataset, log_model_artifacts
+from lau.utils import file_sha256
 
 
 @task(name="load champion", **IO)

@@ -20,12 +20,12 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
-from lau.checkpoint import WEIGHTS, file_sha256, load_checkpoint
-from lau.data import progress
+from lau.checkpoint import WEIGHTS, load_checkpoint
 from lau.errors import BadInput
 from lau.models import SplitModel
 from tasks.common import fault_point
 from tasks.settings import InfraError
+from lau.utils import file_sha256, progress
 
 TAG = "lau."
 CHECKPOINT_PATH = "checkpoint"

@@ -77,3 +77,11 @@ def feature_sets(trained_model: SplitModel, small_split: Split) -> Callable[[int
         return cache[depth]
 
     return get
+
+
+@torch.inference_mode()
+def serve_logits(model: SplitModel, images: torch.Tensor) -> torch.Tensor:
+    """Logits of uint8 images through the whole model, as a serving client sees them (eval mode)."""
+    from lau.data import to_float
+
+    return model.eval()(to_float(images))

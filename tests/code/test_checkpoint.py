@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lau.checkpoint import CONFIG, WEIGHTS, file_sha256, load_checkpoint, save_checkpoint
+from lau.checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
+from lau.utils import file_sha256
 from lau.errors import BadInput
 from lau.models import ModelSpec, SplitModel, build_model
 

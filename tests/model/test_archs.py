@@ -11,7 +11,8 @@ from lau.errors import BadInput
 from lau.features import extract_features
 from lau.metrics import outputs_from_features, per_class_accuracy
 from lau.models import MODELS, ModelSpec, SplitModel, build_model
-from lau.train import fit, new_model, predict
+from lau.train import fit, new_model
+from tests.conftest import serve_logits
 from lau.unlearn import unlearn
 
 
@@ -37,7 +38,7 @@ def test_arch_trains_extracts_and_forgets(arch: str, four_digits: Split) -> None
     features = extract_features(model, four_digits, 1, "tests")
     assert features.train_features.shape[0] == len(four_digits.train_labels)
     outputs = outputs_from_features(model, features)
-    assert torch.allclose(outputs.test_logits, predict(model, four_digits.test_images), atol=1e-4)
+    assert torch.allclose(outputs.test_logits, serve_logits(model, four_digits.test_images), atol=1e-4)
 
     # forget the class the (barely trained) model recognises best, so there is something to forget
     per_class = per_class_accuracy(outputs.train_logits, outputs.train_labels, 4)

@@ -15,7 +15,7 @@ from lau.features import FeatureSet
 from lau.metrics import evaluate, outputs_from_features
 from lau.models import SplitModel, clone
 from lau.pipeline import unlearn_classes
-from lau.train import predict
+from tests.conftest import serve_logits
 from lau.unlearn import unlearn
 
 Features = Callable[[int], FeatureSet]
@@ -84,7 +84,7 @@ def test_cached_evaluation_equals_the_full_model_on_images(feature_sets: Feature
     features = feature_sets(1)
     candidate, _ = unlearn(trained_model, features, (3,), Params().unlearn)
     from_cache = outputs_from_features(candidate, features).test_logits
-    from_images = predict(candidate, small_split.test_images)
+    from_images = serve_logits(candidate, small_split.test_images)
     assert torch.allclose(from_cache, from_images, atol=1e-4)
 
 

@@ -183,7 +183,7 @@ def test_a_tampered_stored_checkpoint_is_refused_by_its_registered_hash(copy_of_
 @pytest.mark.slow  # needs the session's trained model (conftest.reference)
 def test_a_damaged_local_copy_is_fetched_again(copy_of_reference, tmp_path: Path,
                                                capfd: pytest.CaptureFixture) -> None:  # noqa: ANN001
-    from lau.checkpoint import file_sha256
+    from lau.utils import file_sha256
 
     model = copy_of_reference("rel-local")
     (version,) = versions(model)
