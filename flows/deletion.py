@@ -19,6 +19,7 @@ from flows.lock import model_lock
 from lau.errors import BadInput
 from lau.gate import Verdict
 from lau.report import PROBE_NOTE
+from lau.utils import progress
 from tasks.common import Context, fault_point
 from tasks.features import cached_features
 from tasks.ledger import FINAL, Request, json_safe, now, read_request, record, retryable_requests
@@ -28,7 +29,6 @@ from tasks.publish import find_version, load_champion, promote, read_champion, r
 from tasks.registry import Version, code_commit
 from tasks.reports import audit_report, dashboard, plots
 from tasks.settings import InfraError
-from lau.utils import progress
 
 REDO_LIMIT = 3
 

@@ -13,9 +13,9 @@ from prefect import task
 from lau.config import Params
 from lau.data import Split, load_split, save_split
 from lau.pipeline import prepare_data
+from lau.utils import file_md5
 from tasks.common import IO, MATH, Context
 from tasks.s3 import Storage
-from lau.utils import file_md5
 
 
 def dvc_key(md5: str) -> str:

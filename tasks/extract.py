@@ -41,8 +41,8 @@ from lau.data import Split
 from lau.features import FeatureSet, cache_key
 from lau.models import SplitModel
 from lau.shards import Shard
-from tasks.common import MATH
 from lau.utils import progress
+from tasks.common import MATH
 
 
 def task_runner(runner: RunnerConfig) -> Any:

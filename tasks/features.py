@@ -28,10 +28,10 @@ from prefect import task
 from lau.errors import BadInput
 from lau.features import FEATURES_FILE, FeatureSet, cache_key, load_features, save_features
 from lau.models import SplitModel
+from lau.utils import file_sha256, progress
 from tasks.common import IO, Context
 from tasks.data import fetch
 from tasks.extract import extract_sharded
-from lau.utils import file_sha256, progress
 
 if TYPE_CHECKING:
     from tasks.s3 import Storage

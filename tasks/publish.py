@@ -14,9 +14,9 @@ from prefect import task
 
 from lau.checkpoint import save_checkpoint
 from lau.models import SplitModel
+from lau.utils import file_sha256
 from tasks.common import IO, Context, fault_point
 from tasks.registry import Version, experiment, infra, log_dataset, log_model_artifacts
-from lau.utils import file_sha256
 
 
 @task(name="load champion", **IO)

@@ -23,9 +23,9 @@ from mlflow.tracking import MlflowClient
 from lau.checkpoint import WEIGHTS, load_checkpoint
 from lau.errors import BadInput
 from lau.models import SplitModel
+from lau.utils import file_sha256, progress
 from tasks.common import fault_point
 from tasks.settings import InfraError
-from lau.utils import file_sha256, progress
 
 TAG = "lau."
 CHECKPOINT_PATH = "checkpoint"

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from lau.checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
-from lau.utils import file_sha256
 from lau.errors import BadInput
 from lau.models import ModelSpec, SplitModel, build_model
+from lau.utils import file_sha256
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from lau.features import extract_features
 from lau.metrics import outputs_from_features, per_class_accuracy
 from lau.models import MODELS, ModelSpec, SplitModel, build_model
 from lau.train import fit, new_model
-from tests.conftest import serve_logits
 from lau.unlearn import unlearn
+from tests.conftest import serve_logits
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from lau.features import FeatureSet
 from lau.metrics import evaluate, outputs_from_features
 from lau.models import SplitModel, clone
 from lau.pipeline import unlearn_classes
-from tests.conftest import serve_logits
 from lau.unlearn import unlearn
+from tests.conftest import serve_logits
 
 Features = Callable[[int], FeatureSet]
 
