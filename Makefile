@@ -1,4 +1,4 @@
-# Entry points of the project (see CONTRACT.md): make demo | test | up | down | status | bench
+# Entry points of the project (docs/contract.md): make demo | test | test-fast | up | down | status | bench
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -10,16 +10,17 @@ STACK_ENV := $(LAU_STACK_DIR)/env
 # down and status must work without (re)building the venv
 STACK_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 
-.PHONY: help venv up down status test demo bench bench-flow
+.PHONY: help venv up down status test test-fast demo bench bench-flow
 
 help:
 	@echo "make demo    build .venv, start the stack, run the end-to-end demo"
 	@echo "make test    build .venv, start the stack, run the test suite, stop the stack"
+	@echo "make test-fast  the engine and code tests only (no services, a few minutes)"
 	@echo "make up      start S3, MLflow and Prefect on 127.0.0.1 (writes $(STACK_ENV))"
 	@echo "make down    stop them (data stays under $(LAU_STACK_DIR)/)"
 	@echo "make status  health of each service"
-	@echo "make bench   side-by-side benchmark of unlearning methods -> bench/out.json"
-	@echo "make bench-flow  deletion flows timed end to end, cold vs warm feature cache -> bench/flow_cnn.json"
+	@echo "make bench   side-by-side benchmark of unlearning methods -> docs/bench/out.json"
+	@echo "make bench-flow  deletion flows timed end to end, cold vs warm feature cache -> docs/bench/flow_cnn.json"
 
 # torch first, pinned, so that `pip install -e .` finds it satisfied and never swaps it.
 $(VENV)/.stamp: pyproject.toml constraints.txt
@@ -47,13 +48,16 @@ test: $(VENV)/.stamp
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$status
 
+# The engine, the code and the data tests: no services needed.
+test-fast: $(VENV)/.stamp
+	$(PY) -m pytest tests/code tests/data tests/model -q
+
 demo: $(VENV)/.stamp
 	$(MAKE) --no-print-directory up
-	source $(STACK_ENV) && $(PY) -m flows.demo
+	source $(STACK_ENV) && $(PY) -m cli.demo
 
 bench: $(VENV)/.stamp
-	mkdir -p bench
-	$(VENV)/bin/lau bench --json bench/out.json
+	$(VENV)/bin/lau bench --json docs/bench/out.json
 
 # Needs the stack (starts it if it is down); ARCH=resnet18 EPOCHS=1 for a backbone where extraction
 # counts; VIA=process for one scheduled-style `lau process` pass instead of one `lau forget` each.
@@ -61,5 +65,5 @@ ARCH ?= cnn
 VIA ?= forget
 bench-flow: $(VENV)/.stamp
 	$(MAKE) --no-print-directory up
-	source $(STACK_ENV) && $(PY) -m flows.timing --arch $(ARCH) $(if $(EPOCHS),--epochs $(EPOCHS)) \
-		--via $(VIA) --classes 3,5 --json bench/flow_$(ARCH)$(if $(filter process,$(VIA)),_process).json
+	source $(STACK_ENV) && $(VENV)/bin/lau bench --flow --arch $(ARCH) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+		--via $(VIA) --classes 3,5 --json docs/bench/flow_$(ARCH)$(if $(filter process,$(VIA)),_process).json

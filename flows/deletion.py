@@ -1,9 +1,11 @@
 """The deletion flow: load the champion, read cached features, LAU, evaluate, gate, and only then
-register, promote and record; or reject with the failed checks and change nothing.
+register, promote and record the erasure; or reject with the failed checks and change nothing.
 
 `deletion` runs one request now; `process_pending` runs every retryable request of a model (the
 scheduled deployment). Both hold the model's lock, so one deletion runs at a time per model, and a
-request already final is returned as it is: each request is processed exactly once.
+request already final is returned as it is: each request is processed exactly once. A request that
+fails for any reason other than its own input is recorded `failed` (retryable) and the pass goes
+on to the next one: no request blocks another.
 """
 
 from __future__ import annotations
@@ -13,22 +15,34 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, runtime
 
+from flows.lineage import check_champion, lineage_metrics
 from flows.lock import model_lock
+from lau.config import GateConfig
 from lau.errors import BadInput
-from lau.gate import Verdict
-from lau.report import PROBE_NOTE
 from lau.utils import progress
-from tasks.common import Context, fault_point
+from tasks.context import Context
+from tasks.engine import evaluate, gate, unlearn
+from tasks.evidence import Evidence
 from tasks.features import cached_features
-from tasks.ledger import FINAL, Request, json_safe, now, read_request, record, retryable_requests
-from tasks.model import evaluate, gate, unlearn
-from tasks.params_file import exclude_classes
-from tasks.publish import find_version, load_champion, promote, read_champion, read_evaluation, register, tag
+from tasks.ledger import RejectedBy, Request, RequestStatus
+from tasks.policy import fault_point
 from tasks.registry import Version, code_commit
-from tasks.reports import audit_report, dashboard, plots
+from tasks.reports import audit_report, deletion_report, plots, prefect_artifacts
+from tasks.requests import append_erasures, read_request, record, retryable_requests
 from tasks.settings import InfraError
+from tasks.tags import VersionTags
+from tasks.versions import (
+    DataInput,
+    find_version,
+    load_champion,
+    promote,
+    read_champion,
+    read_evidence,
+    register,
+    tag,
+)
 
 REDO_LIMIT = 3
 
@@ -36,111 +50,110 @@ REDO_LIMIT = 3
 @flow(name="deletion", flow_run_name="forget {request_id}")
 def deletion(request_id: str, model_name: str | None = None, max_retain_drop: float | None = None,
              params_path: str | None = None) -> dict[str, Any]:
-    """Process one deletion request now, under the model's lock."""
+    """Process one deletion request now, under the model's lock. ``max_retain_drop`` overrides the
+    gate's threshold for this request (stored with it, so a retry uses it too)."""
     ctx = Context.load(model_name, params_path)
     with model_lock(ctx.model_name):
-        return handle_request(ctx, request_id, max_retain_drop)
+        return handle_request(ctx, request_id, max_retain_drop).summary()
 
 
 @flow(name="process pending deletions", flow_run_name="process {model_name}")
 def process_pending(model_name: str | None = None, params_path: str | None = None) -> list[dict[str, Any]]:
-    """One pass over every pending (or interrupted) request of a model, oldest first."""
+    """One pass over every pending (or interrupted, or failed) request of a model, oldest first."""
     ctx = Context.load(model_name, params_path)
     with model_lock(ctx.model_name):
-        return [handle_request(ctx, request.request_id) for request in retryable_requests(ctx)]
+        return [handle_request(ctx, request.request_id).summary() for request in retryable_requests(ctx)]
 
 
-def handle_request(ctx: Context, request_id: str, max_retain_drop: float | None = None) -> dict[str, Any]:
-    """Take a request to a final status (or back to a retryable one on an infrastructure failure)."""
+def handle_request(ctx: Context, request_id: str, max_retain_drop: float | None = None) -> Request:
+    """Take a request to a final status, or to `failed` (retryable) when something other than the
+    request itself failed. Raises only when the ledger itself cannot record that."""
     start = time.perf_counter()
     request = read_request(ctx, request_id)
-    if request.status in FINAL:
+    if request.status.final:
         progress(f"[deletion] {request_id} is already {request.status}; nothing to do")
-        return json_safe(request.summary())
-    request = record(ctx, request, "running", f"attempt {request.attempts + 1}",
-                     attempts=request.attempts + 1, error=None)
+        return request
+    fields: dict[str, Any] = {"attempts": request.attempts + 1, "error": None,
+                              "flow_run_id": str(runtime.flow_run.id or "") or None}
+    if max_retain_drop is not None and request.max_retain_drop is None:
+        fields["max_retain_drop"] = float(max_retain_drop)
+    request = record(ctx, request, RequestStatus.RUNNING, f"attempt {request.attempts + 1}", **fields)
     try:
-        existing = find_version(ctx, request.request_id)
-        if existing is not None:  # a crashed run registered it: finish what it started
-            progress(f"[deletion] {request_id} already produced version {existing.version}; completing")
-            evaluation = read_evaluation(ctx, existing)
-            outcome = complete(ctx, request, existing, evaluation, None, start)
-            if outcome is not None:
-                return outcome
-        for _ in range(REDO_LIMIT):
-            outcome = attempt(ctx, request, max_retain_drop, start)
-            if outcome is not None:
-                return outcome
-            progress("[deletion] the champion changed meanwhile: redoing on the new champion")
-        raise InfraError("the champion kept changing during the deletion; try again later")
+        return run_request(ctx, request, start)
     except BadInput as err:
-        request = record(ctx, request, "rejected", str(err), error=str(err))
-        return finish(ctx, request)
-    except InfraError as err:
-        try:  # one try, no task retries: S3 itself may be the failing service; it then stays 'running'
-            ctx.ledger.update(request, "failed", str(err), error=str(err))  # retryable by `lau process`
-        except Exception:  # noqa: BLE001 - either way the request is retryable
-            pass
-        raise
+        return record(ctx, request, RequestStatus.REJECTED, str(err), error=str(err),
+                      rejected_by=RejectedBy.INPUT)
+    except Exception as err:  # noqa: BLE001 - any other failure is recorded, retryable, never blocking
+        return _record_failure(ctx, request, err)
 
 
-def attempt(ctx: Context, request: Request, max_retain_drop: float | None,
-            start: float) -> dict[str, Any] | None:
+def run_request(ctx: Context, request: Request, start: float) -> Request:
+    """Finish what a crashed run registered, else attempt on the champion (again if it moved)."""
+    existing = find_version(ctx, request.request_id)
+    if existing is not None:
+        progress(f"[deletion] {request.request_id} already produced version {existing.version}; completing")
+        evidence = Evidence.from_json(read_evidence(ctx, existing))
+        done = complete(ctx, request, existing, evidence, None, start)
+        if done is not None:
+            return done
+    for _ in range(REDO_LIMIT):
+        done = attempt(ctx, request, start)
+        if done is not None:
+            return done
+        progress("[deletion] the champion changed meanwhile: redoing on the new champion")
+    raise InfraError("the champion kept changing during the deletion; try again later")
+
+
+def attempt(ctx: Context, request: Request, start: float) -> Request | None:
     """One try on the current champion; None when the champion moved before registration."""
     champion, parent = load_champion(ctx)
+    check_champion(ctx, champion)
     depth = ctx.params.unlearn.depth
     cached = cached_features(ctx, parent, depth, champion.tag("data_version"),
                              pinned=(champion.tag("feature_cache_key"), champion.tag("feature_cache_sha256")))
     fault_point("features")
-    unlearned = unlearn(ctx.params, parent, cached.features, tuple(request.classes), champion.forgotten,
-                        champion.excluded)
+    in_data = tuple(c for c in champion.forgotten if c not in champion.excluded)  # D_f of this lineage
+    unlearned = unlearn(ctx.params, parent, cached.features, tuple(request.classes), in_data, champion.excluded)
     fault_point("unlearn")
     evaluation = evaluate(parent, unlearned.candidate, cached.features, unlearned.forgotten)
-    gate_cfg = ctx.params.gate
-    if max_retain_drop is not None:
-        gate_cfg = dataclasses.replace(gate_cfg, max_retain_drop=float(max_retain_drop))
-    verdict: Verdict = gate(evaluation["metrics"], gate_cfg)
-    timings = {"features_s": round(cached.seconds, 4), "features_source": cached.source,
-               "unlearn_s": round(unlearned.result.seconds, 4), "unlearn_steps": unlearned.result.steps,
-               "evaluate_s": evaluation["evaluate_s"]}
-    evaluation = {**evaluation, "gate": verdict.to_json(), "timings": timings,
-                  "forgotten": list(unlearned.forgotten), "parent_version": champion.version,
-                  "class_names": list(parent.spec.class_names), "feature_cache_key": cached.features.key,
-                  "feature_cache_sha256": cached.sha256}
-    plots_dir = plots(evaluation, list(parent.spec.class_names), list(unlearned.forgotten),
+    metrics = {**evaluation.metrics, **lineage_metrics(evaluation.metrics["test_retain_acc"], champion)}
+    verdict = gate(metrics, gate_config(ctx, request))
+    evidence = Evidence(
+        evaluation, verdict, metrics, tuple(sorted(set(unlearned.forgotten) | set(champion.forgotten))),
+        champion.version, tuple(parent.spec.class_names), cached.features.key, cached.sha256,
+        {"features_s": round(cached.seconds, 4), "features_source": cached.source,
+         "unlearn_s": round(unlearned.result.seconds, 4), "unlearn_steps": unlearned.result.steps,
+         "evaluate_s": round(evaluation.seconds, 4)},
+        {"method": ctx.params.unlearn.method, "depth": depth})
+    plots_dir = plots(evidence.evaluation, list(evidence.class_names), list(evidence.forgotten),
                       ctx.settings.work_dir / "plots" / request.request_id)
     if not verdict.passed:
-        timings["total_s"] = round(time.perf_counter() - start, 3)
-        fields = _fields(evaluation, champion.version, None)
-        report_uri = audit_report(ctx, _report(ctx, request, "rejected", evaluation, None), plots_dir)
-        request = record(ctx, request, "rejected", f"gate failed: {verdict.reason()}", report_uri=report_uri,
-                         error=f"gate failed: {verdict.reason()}", **fields)
-        return finish(ctx, request)
+        return reject(ctx, request, evidence, plots_dir, start)
     current = read_champion(ctx)
     if current is None or current.version != champion.version:
         return None
-    tags = {"parent_version": champion.version, "forgotten_classes": list(unlearned.forgotten),
-            "request_ids": request.request_id, "method": ctx.params.unlearn.method, "depth": depth,
-            "num_classes": parent.spec.num_classes, "dataset": champion.tag("dataset"),
-            "arch": champion.tag("arch"),
-            "data_version": champion.tag("data_version"), "data_uri": champion.tag("data_uri"),
-            "excluded_classes": list(champion.excluded), "feature_cache_key": cached.features.key,
-            "feature_cache_sha256": cached.sha256,
-            "gate": "passed", "code_commit": code_commit(),
-            "test_retain_acc": evaluation["metrics"]["test_retain_acc"]}
-    version = register(ctx, unlearned.candidate, run_name=f"forget {list(request.classes)} ({request.request_id})",
-                       tags=tags, metrics={**evaluation["metrics"], **_numeric(timings)},
-                       evaluation=json_safe(evaluation), plots_dir=plots_dir, depth=depth,
-                       data={"name": champion.tag("dataset", "dataset"), "version": champion.tag("data_version"),
-                             "uri": champion.tag("data_uri")})
-    return complete(ctx, request, version, evaluation, plots_dir, start)
+    tags = VersionTags(
+        method=ctx.params.unlearn.method, verdict=verdict, dataset=champion.tag("dataset"),
+        arch=champion.tag("arch"), num_classes=parent.spec.num_classes, depth=depth,
+        data_version=champion.tag("data_version"), data_uri=champion.tag("data_uri"),
+        feature_cache_key=cached.features.key, feature_cache_sha256=cached.sha256,
+        test_retain_acc=metrics["test_retain_acc"], code_commit=code_commit(),
+        forgotten_classes=evidence.forgotten, excluded_classes=champion.excluded,
+        parent_version=champion.version, root_version=champion.root_version,
+        root_test_retain_acc=metrics.get("root_test_retain_acc"), request_ids=(request.request_id,),
+        lau=evidence.lau)
+    data = DataInput(champion.tag("dataset", "dataset"), champion.tag("data_version"), champion.tag("data_uri"), {})
+    version = register(ctx, unlearned.candidate, tags, run_name=f"forget {request.classes} ({request.request_id})",
+                       metrics={**metrics, **_numbers(evidence.timings)}, evidence=evidence.to_json(),
+                       plots_dir=plots_dir, data=data)
+    return complete(ctx, request, version, evidence, plots_dir, start)
 
 
-def complete(ctx: Context, request: Request, version: Version, evaluation: dict,
-             plots_dir: Path | None, start: float) -> dict[str, Any] | None:
-    """After registration: promote (only over its own parent), exclude the classes from the training
-    data, publish the report, record. Idempotent, so a run
-    that crashed anywhere here is completed by the next one. None when the version is superseded."""
+def complete(ctx: Context, request: Request, version: Version, evidence: Evidence,
+             plots_dir: Path | None, start: float) -> Request | None:
+    """After registration: promote (only over its own parent), record the erasure, publish the
+    report, record the request. Idempotent, so a run that crashed anywhere here is completed by the
+    next one. None when the version is superseded (a newer champion appeared meanwhile)."""
     fault_point("registered")
     current = read_champion(ctx)
     parent = version.tag("parent_version")
@@ -149,52 +162,56 @@ def complete(ctx: Context, request: Request, version: Version, evaluation: dict,
         return None
     if current is None or current.version != version.version:
         promote(ctx, version)
-    exclude_classes(ctx.settings.params_path, version.forgotten)
-    evaluation.setdefault("timings", {})["total_s"] = round(time.perf_counter() - start, 3)
-    report_uri = audit_report(ctx, _report(ctx, request, "registered", evaluation, version), plots_dir)
+    append_erasures(ctx, tuple(request.classes), request.request_id, version.version)
+    timings = {**evidence.timings, "total_s": round(time.perf_counter() - start, 3)}
+    evidence = dataclasses.replace(evidence, timings=timings)
+    report_uri = audit_report(ctx, deletion_report(ctx, request, "registered", evidence, version), plots_dir)
     tag(ctx, version, "report_uri", report_uri)
     fault_point("promoted")
-    request = record(ctx, request, "registered", f"version {version.version} is {ctx.params.registry.alias}",
-                     report_uri=report_uri, error=None, **_fields(evaluation, parent, version.version))
-    return finish(ctx, request)
+    request = record(ctx, request, RequestStatus.REGISTERED, f"version {version.version} is "
+                     f"{ctx.params.registry.alias}", report_uri=report_uri, **evidence.ledger_fields(version.version))
+    return publish_verdict(ctx, request)
 
 
-def finish(ctx: Context, request: Request) -> dict[str, Any]:
-    summary = json_safe(request.summary())
+def reject(ctx: Context, request: Request, evidence: Evidence, plots_dir: Path, start: float) -> Request:
+    """The gate said no: nothing registered; the request is final with the failed checks."""
+    evidence = dataclasses.replace(evidence, timings={**evidence.timings,
+                                                      "total_s": round(time.perf_counter() - start, 3)})
+    report_uri = audit_report(ctx, deletion_report(ctx, request, "rejected", evidence, None), plots_dir)
+    reason = f"gate failed: {evidence.verdict.reason()}"
+    request = record(ctx, request, RequestStatus.REJECTED, reason, report_uri=report_uri, error=reason,
+                     rejected_by=RejectedBy.GATE, **evidence.ledger_fields(None))
+    return publish_verdict(ctx, request)
+
+
+def gate_config(ctx: Context, request: Request) -> GateConfig:
+    """params.yaml's gate, with the request's own threshold when it has one."""
+    if request.max_retain_drop is None:
+        return ctx.params.gate
+    return dataclasses.replace(ctx.params.gate, max_retain_drop=float(request.max_retain_drop))
+
+
+def publish_verdict(ctx: Context, request: Request) -> Request:
+    """The Prefect artifacts of a finished request; they never decide its outcome."""
     try:
-        dashboard(ctx, summary)
-    except Exception as err:  # noqa: BLE001 - the dashboard never decides a deletion's outcome
-        progress(f"[deletion] dashboard not updated: {err}")
-    return summary
+        prefect_artifacts(ctx, request.summary())
+    except Exception as err:  # noqa: BLE001
+        progress(f"[deletion] Prefect artifacts not updated: {err}")
+    return request
 
 
-def _fields(evaluation: dict, parent_version: str | None, version: str | None) -> dict[str, Any]:
-    return {"parent_version": parent_version, "version": version,
-            "forgotten_classes": evaluation.get("forgotten", []), "gate": evaluation.get("gate"),
-            "metrics": json_safe(evaluation["metrics"]), "timings": evaluation.get("timings")}
+def _record_failure(ctx: Context, request: Request, err: Exception) -> Request:
+    """`failed` with the error, retryable by the next pass. If even the ledger cannot take that
+    (S3 down), the request stays `running` (retryable too) and the error goes up."""
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if not isinstance(err, InfraError):
+        message = f"unexpected error ({type(err).__name__}): {message}"
+    progress(f"[deletion] {request.request_id} failed: {message}")
+    try:  # one try, no task retries: S3 itself may be the failing service
+        return ctx.ledger.update(request, RequestStatus.FAILED, message, error=message)
+    except Exception:  # noqa: BLE001
+        raise InfraError(message) from None
 
 
-def _numeric(values: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
-
-
-def _report(ctx: Context, request: Request, status: str, evaluation: dict, version: Version | None) -> dict:
-    """What the audit report says: request, models, gate, evidence, hashes and timeline."""
-    return json_safe({
-        "request_id": request.request_id, "status": status,
-        "request": {"classes": request.classes, "reason": request.reason or "-",
-                    "submitted_at": request.submitted_at, "attempts": request.attempts},
-        "model": {"name": ctx.model_name, "parent_version": evaluation.get("parent_version"),
-                  "new_version": version.version if version else "none (nothing registered)",
-                  "forgotten_classes (cumulative)": evaluation.get("forgotten"),
-                  "class_names": ", ".join(evaluation.get("class_names", []))},
-        "gate": evaluation["gate"], "metrics": evaluation["metrics"],
-        "timings": evaluation.get("timings", {}),
-        "hashes": {"weights_sha256": version.tag("weights_sha256") if version else "-",
-                   "data_version (dvc md5)": version.tag("data_version") if version else "-",
-                   "feature_cache_key": evaluation.get("feature_cache_key", "-"),
-                   "feature_cache_sha256": evaluation.get("feature_cache_sha256", "-"),
-                   "code_commit": code_commit()},
-        "timeline": {**{entry["at"]: f"{entry['status']}: {entry['note']}" for entry in request.history},
-                     now(): f"{status}: version {version.version if version else '-'}"},
-        "note": PROBE_NOTE})
+def _numbers(values: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -87,7 +87,9 @@ class BaselinesConfig:
 @dataclass(frozen=True)
 class GateConfig:
     max_retain_drop: float = 1.0
+    max_total_retain_drop: float = 2.0
     min_mia_efficacy: float = 0.0
+    min_test_retain_acc: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class StorageConfig:
 @dataclass(frozen=True)
 class ScheduleConfig:
     cron: str = "0 2 * * *"
+    consolidate_cron: str = "0 3 * * 0"
     timezone: str = "UTC"
 
 
@@ -153,7 +156,9 @@ _POSITIVE = {"train.epochs", "train.batch_size", "train.lr", "features.batch_siz
              "baselines.batch_size"}
 _NON_NEGATIVE = {"data.max_per_class", "data.image_size", "train.weight_decay", "unlearn.eps",
                  "unlearn.step", "unlearn.pgd_steps", "unlearn.batch_size", "unlearn.margin",
-                 "unlearn.retain_weight", "unlearn.retain_batch", "gate.min_mia_efficacy"}
+                 "unlearn.retain_weight", "unlearn.retain_batch", "gate.min_mia_efficacy",
+                 "gate.min_test_retain_acc"}
+_FINITE_POINTS = {"gate.max_retain_drop", "gate.max_total_retain_drop"}  # -100..100, negative = strict
 _UNIT_INTERVAL = {"unlearn.alpha"}
 _CHOICES = {"unlearn.optimizer": ("adam", "sgd"), "unlearn.method": ("lau",),
             "runner.kind": ("local", "dask")}
@@ -240,6 +245,8 @@ def _check_range(name: str, value: Any) -> None:
         raise BadInput(f"'{name}' must be between 0 and 1, got {value}")
     if name in _CHOICES and value not in _CHOICES[name]:
         raise BadInput(f"'{name}' must be one of {', '.join(_CHOICES[name])}, got {value!r}")
+    if name in _FINITE_POINTS and not -100 <= value <= 100:  # also refuses NaN and inf
+        raise BadInput(f"'{name}' must be a number of points between -100 and 100, got {value}")
     if name in _OPEN_UNIT_INTERVAL and not 0 < value < 1:
         raise BadInput(f"'{name}' must be strictly between 0 and 1, got {value}")
 

@@ -82,7 +82,10 @@ def unlearn_classes(params: Params, parent: SplitModel, features: FeatureSet,
                   excluded=excluded)
     # D_f is cumulative: samples of classes forgotten earlier are already unlearned, so the mask
     # leaves them alone, unless this update would bring one back within the margin.
-    candidate, result = unlearn(parent, features, forgotten, params.unlearn, blocked_classes=forgotten)
+    # Classes erased before this lineage was trained (excluded from its data) are blocked too: a
+    # forgotten sample must land on a class that is still served.
+    blocked = tuple(sorted(set(forgotten) | set(excluded)))
+    candidate, result = unlearn(parent, features, forgotten, params.unlearn, blocked_classes=blocked)
     return Unlearned(candidate, result, forget_classes, forgotten)
 
 

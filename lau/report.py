@@ -12,12 +12,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-PROBE_NOTE = ("Depth-1 LAU changes only the classification layer: the features it reads are the "
-              "parent's, so a new linear probe on them can still recognise the forgotten class "
-              "(`probe_forget_acc`). The served model no longer predicts it. `unlearn.depth: 2` also "
-              "edits the hidden layer that feeds the classifier (about 1 s instead of milliseconds) and "
-              "lowers this residual somewhat (98 % to 93 % on average on the default model); it does "
-              "not remove it.")
+PROBE_NOTE = ("probe_forget_acc is how well a new linear probe, trained on the features the classifier "
+              "reads, still recognises the forgotten classes. Depth-1 LAU changes only the classification "
+              "layer, so those features are the parent's and the probe still finds the class, although "
+              "the served model no longer predicts it. A model retrained without the class scores about "
+              "as high: read this value against a retrain (the consolidation report), never against 0.")
 
 
 def plot_confusion(before: list[list[int]], after: list[list[int]], class_names: list[str],
@@ -89,10 +88,14 @@ def bench_table(rows: list[dict]) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     """The audit report as markdown: request, verdict, gate checks, evidence, hashes, timeline."""
-    lines = [f"# Unlearning audit report: request {report['request_id']}", "",
-             f"**Verdict: {report['status'].upper()}**", ""]
-    lines += ["## Request", *(_kv(report["request"])), "", "## Model", *(_kv(report["model"])), "",
-              "## Gate checks", "", "| check | value | threshold | passed |", "|---|---|---|---|"]
+    title = report.get("title", f"request {report['request_id']}")
+    lines = [f"# Unlearning audit report: {title}", "", f"**Verdict: {report['status'].upper()}**", ""]
+    if report.get("dashboard"):
+        lines += [f"Dashboard: {report['dashboard']}", ""]
+    lines += ["## Request", *(_kv(report["request"])), "", "## Model", *(_kv(report["model"])), ""]
+    if report.get("residual"):
+        lines += ["## Probe residual of the erased classes", *(_kv(report["residual"])), ""]
+    lines += ["## Gate checks", "", "| check | value | threshold | passed |", "|---|---|---|---|"]
     for check in report["gate"]["checks"]:
         lines.append(f"| {check['name']} | {_fmt(check['value'])} | {check.get('op', '')} "
                      f"{_fmt(check['threshold'])} | {'yes' if check['passed'] else 'NO'} |")
@@ -123,13 +126,18 @@ def render_html(report: dict[str, Any]) -> str:
 
     plots = "".join(f"<figure><img src='{esc(p)}' style='max-width:100%'><figcaption>{esc(p)}</figcaption></figure>"
                     for p in report.get("plots", []))
+    title = report.get("title", f"request {report['request_id']}")
+    dashboard = (f"<p><a href='{esc(report['dashboard'])}'>Open in the ops dashboard</a></p>"
+                 if report.get("dashboard") else "")
+    residual = (f"<h2>Probe residual of the erased classes</h2>{table(report['residual'])}"
+                if report.get("residual") else "")
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Unlearning audit report {esc(report['request_id'])}</title>
 <style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head><body>
-<h1>Unlearning audit report</h1><p>Request <code>{esc(report['request_id'])}</code></p>
+<h1>Unlearning audit report</h1><p>{esc(title)}</p>{dashboard}
 <h2 style="color:{color}">Verdict: {esc(status.upper())}</h2>
-<h2>Request</h2>{table(report['request'])}<h2>Model</h2>{table(report['model'])}
+<h2>Request</h2>{table(report['request'])}<h2>Model</h2>{table(report['model'])}{residual}
 <h2>Gate checks</h2><table><tr><th>check</th><th>value</th><th>threshold</th><th>passed</th></tr>{rows}</table>
 <h2>Evidence</h2><table>{metrics}</table><p><em>{esc(PROBE_NOTE)}</em></p>
 <h2>Timings (s)</h2>{table(report.get('timings', {}))}<h2>Hashes</h2>{table(report.get('hashes', {}))}

@@ -1,6 +1,7 @@
 """The `dvc repro` pipeline's stages: ``python -m lau.stages <stage>``, as dvc.yaml runs them.
 
-    prepare    params data.*                 -> data/prepared/dataset.safetensors
+    erasures   the model's erasure record    -> data/erasures.json (`lau erasures --write`, always run)
+    prepare    params data.*, erasures       -> data/prepared/dataset.safetensors
     train      model.*, train.*              -> models/original/, metrics/train.json
     featurize  unlearn.depth, features.*     -> cache/features/features.safetensors
     unlearn    unlearn.*, data.excluded_classes -> models/unlearned/
@@ -27,13 +28,18 @@ from lau import pipeline
 from lau.checkpoint import load_checkpoint, save_checkpoint
 from lau.config import Params, load_params
 from lau.data import load_split, save_split
+from lau.erased import erased_evidence, erased_split
 from lau.errors import BadInput
+from lau.evaluation import evaluate_candidate
 from lau.features import load_features, save_features
 from lau.gate import verify
 from lau.metrics import CONTRACT_KEYS
+from lau.models import clone
 from lau.report import plot_confusion, plot_per_class
+from lau.unlearn import LAUResult
 from lau.utils import file_md5, json_safe
 
+ERASURES = Path("data/erasures.json")
 PREPARED = Path("data/prepared/dataset.safetensors")
 ORIGINAL = Path("models/original")
 FEATURES = Path("cache/features/features.safetensors")
@@ -46,13 +52,26 @@ CONFUSION_PNG = Path("plots/confusion.png")
 TRAIN_METRICS_BATCH = 512  # fixed, so that train depends on model.* and train.* only
 
 
+def erased_classes() -> tuple[int, ...]:
+    """The model's erased classes, as the `erasures` stage wrote them (none without that file)."""
+    if not ERASURES.is_file():
+        return ()
+    try:
+        return tuple(int(c) for c in json.loads(ERASURES.read_text())["erased_classes"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise BadInput(f"{ERASURES} is unreadable ({err}); run `dvc repro` to write it again") from None
+
+
 def prepare(params: Params) -> None:
-    """Load, exclude, cap and split the dataset into one safetensors file (its md5 = data version)."""
-    save_split(pipeline.prepare_data(params), PREPARED)
+    """Load, exclude (params' classes and every erased one), cap and split the dataset into one
+    safetensors file (its md5 = data version)."""
+    excluded = tuple(sorted(set(params.data.excluded_classes) | set(erased_classes())))
+    save_split(pipeline.prepare_data(params.replace("data", excluded_classes=list(excluded))), PREPARED)
 
 
 def train(params: Params) -> None:
-    """Train the original model; its checkpoint and its accuracies (on depth-1 features)."""
+    """Train the original model; its checkpoint and its accuracies (on depth-1 features), with the
+    classes its data left out (``excluded_classes``, of which ``erased_classes`` from the record)."""
     split, data_version = load_split(PREPARED), file_md5(PREPARED)
     model = pipeline.train_original(params, split)
     save_checkpoint(model, ORIGINAL, metadata={
@@ -61,7 +80,9 @@ def train(params: Params) -> None:
     fixed = params.replace("features", batch_size=TRAIN_METRICS_BATCH)
     report = pipeline.train_metrics(model, pipeline.featurize(fixed, model, split, data_version, depth=1))
     write_json(TRAIN_METRICS, {**report["metrics"], "train_images": len(split.train_labels),
-                               "test_images": len(split.test_labels)})
+                               "test_images": len(split.test_labels),
+                               "excluded_classes": list(split.excluded_classes),
+                               "erased_classes": [c for c in erased_classes() if c in split.excluded_classes]})
 
 
 def featurize(params: Params) -> None:
@@ -72,53 +93,68 @@ def featurize(params: Params) -> None:
 
 
 def unlearn(params: Params) -> None:
-    """LAU on the original model's head for ``unlearn.forget_classes``; params and lineage in its metadata."""
+    """LAU on the original model's head for ``unlearn.forget_classes`` still in the data (a class the
+    model has erased is not in it: nothing to unlearn); params and lineage in its metadata."""
     parent, parent_config = load_checkpoint(ORIGINAL)
     features = load_features(FEATURES)
     if features.depth != params.unlearn.depth:
         raise BadInput(f"{FEATURES} holds depth-{features.depth} features but unlearn.depth is "
                        f"{params.unlearn.depth}; run `dvc repro` to refresh them")
-    excluded = params.data.excluded_classes
-    result = pipeline.unlearn_classes(params, parent, features, params.unlearn.forget_classes,
-                                      excluded=excluded)
+    excluded = tuple(sorted(set(params.data.excluded_classes) | set(erased_classes())))
+    to_forget = tuple(c for c in params.unlearn.forget_classes if c not in excluded)
+    already_erased = [c for c in params.unlearn.forget_classes if c in excluded]
+    if to_forget:
+        result = pipeline.unlearn_classes(params, parent, features, to_forget, excluded=excluded)
+        candidate, forgotten, lau = result.candidate, result.forgotten, result.result
+    else:  # every class to forget was left out of the training data: the original already forgets it
+        candidate, forgotten, lau = clone(parent), (), LAUResult(0, 0, True, 0.0)
     parent_meta = parent_config.get("metadata", {})
-    save_checkpoint(result.candidate, UNLEARNED, depth=features.depth, metadata={
+    save_checkpoint(candidate, UNLEARNED, depth=features.depth, metadata={
         "stage": "unlearn", "method": params.unlearn.method,
         "params": {"unlearn": _section(params, "unlearn"), "data": {"excluded_classes": list(excluded)}},
-        "forget_classes": list(result.forget_classes), "forgotten": list(result.forgotten),
+        "forget_classes": list(to_forget), "forgotten": list(forgotten), "already_erased": already_erased,
         "feature_cache_key": features.key,
         "parent": {"weights_sha256": parent_config["weights_sha256"],
                    "data_version": parent_meta.get("data_version"), "params": parent_meta.get("params")},
-        "lau": {"steps": result.result.steps, "epochs": result.result.epochs,
-                "converged": result.result.converged}})
+        "lau": {"steps": lau.steps, "epochs": lau.epochs, "converged": lau.converged}})
 
 
 def evaluate(params: Params) -> None:
-    """Every CONTRACT metric, the gate's verdict, per-class accuracies and confusion matrices."""
+    """Every CONTRACT metric, the gate's verdict, per-class accuracies and confusion matrices. Classes
+    to forget that the data left out (erased) are checked on their own images (lau.erased)."""
     parent, _ = load_checkpoint(ORIGINAL)
     candidate, config = load_checkpoint(UNLEARNED)
     meta = config["metadata"]
-    forgotten = tuple(meta["forgotten"])
-    evaluation = pipeline.evaluate_candidate(parent, candidate, load_features(FEATURES), forgotten)
-    metrics, before, after = evaluation["metrics"], evaluation["before"], evaluation["after"]
+    forgotten, already_erased = tuple(meta["forgotten"]), tuple(meta.get("already_erased", ()))
+    features = load_features(FEATURES)
+    evaluation = evaluate_candidate(parent, candidate, features, forgotten)
+    metrics = dict(evaluation.metrics)
+    if already_erased:
+        erased = erased_evidence(candidate, features, erased_split(params.data, already_erased), already_erased,
+                                 with_probe=False)
+        for key in ("forget_acc", "test_forget_acc"):
+            metrics[key] = max(v for v in (metrics.get(key), erased[key]) if v is not None and v == v)
     missing = [k for k in CONTRACT_KEYS if k not in metrics]
     if missing:  # pragma: no cover - a contract break in lau.metrics, not a user error
         raise RuntimeError(f"evaluate_candidate lost CONTRACT keys: {missing}")
-    original = {k: before["metrics"][k] for k in ("forget_acc", "test_forget_acc", "retain_acc",
-                                                  "test_retain_acc", "mia_efficacy")}
-    write_json(UNLEARN_METRICS, {**metrics, "forgotten_classes": list(forgotten),
+    before, after = evaluation.before, evaluation.after
+    original = {k: before.metrics[k] for k in ("forget_acc", "test_forget_acc", "retain_acc",
+                                               "test_retain_acc", "mia_efficacy")}
+    write_json(UNLEARN_METRICS, {**metrics, "forgotten_classes": sorted(set(forgotten) | set(already_erased)),
+                                 "already_erased_classes": list(already_erased),
                                  "lau_steps": meta["lau"]["steps"], "lau_converged": meta["lau"]["converged"],
                                  "original": original, "gate": verify(metrics, params.gate).to_json()})
     names = list(parent.spec.class_names)
-    before_acc, after_acc = before["per_class_test_acc"], after["per_class_test_acc"]
+    before_acc, after_acc = before.per_class_test_acc, after.per_class_test_acc
     write_json(PER_CLASS, [{"class": c, "name": names[c], "before": before_acc[c], "after": after_acc[c]}
                            for c in range(len(names)) if before_acc[c] is not None])  # excluded: no row
     plot_per_class(before_acc, after_acc, names, list(forgotten), PER_CLASS_PNG)
-    plot_confusion(before["confusion_test"], after["confusion_test"], names, CONFUSION_PNG)
+    plot_confusion(before.confusion_test, after.confusion_test, names, CONFUSION_PNG)
 
 
 STAGES: dict[str, Callable[[Params], None]] = {
     "prepare": prepare, "train": train, "featurize": featurize, "unlearn": unlearn, "evaluate": evaluate}
+# The `erasures` stage is not here: it reads S3, which the engine never does (`lau erasures --write`).
 
 
 def compare_metrics(expected: dict, actual: dict, tolerance: float = 0.01) -> list[str]:

@@ -1,6 +1,6 @@
 """Small generic helpers with no domain of their own: progress lines, JSON safety, hashing, device.
 
-Everything here is pure Python/PyTorch; nothing imports the rest of the engine.
+Nothing here imports the rest of the engine.
 """
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ from __future__ import annotations
 import hashlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def progress(message: str) -> None:
@@ -50,4 +51,6 @@ def file_md5(path: str | Path) -> str:
 
 def device() -> torch.device:
     """CUDA when present, else CPU."""
+    import torch  # here, not at the top: `lau --help` and bad input never pay torch's import
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

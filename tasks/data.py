@@ -6,33 +6,43 @@ The data version of a lineage is the prepared file's md5, which is also its DVC 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from prefect import task
 
 from lau.config import Params
-from lau.data import Split, load_split, save_split
-from lau.pipeline import prepare_data
+from lau.data import Split, load_split, prepare, save_split
+from lau.errors import BadInput
 from lau.utils import file_md5
-from tasks.common import IO, MATH, Context
+from tasks.context import Context
+from tasks.policy import IO, MATH
 from tasks.s3 import Storage
+from tasks.settings import InfraError
 
 
 def dvc_key(md5: str) -> str:
     return f"dvc/files/md5/{md5[:2]}/{md5[2:]}"
 
 
+def cleaned(params: Params, erased: tuple[int, ...]) -> Params:
+    """params with every erased class added to ``data.excluded_classes`` (the user's static list
+    stays as it is in params.yaml; the erasure record adds to it)."""
+    excluded = tuple(sorted(set(params.data.excluded_classes) | set(erased)))
+    return dataclasses.replace(params, data=dataclasses.replace(params.data, excluded_classes=excluded))
+
+
 @task(name="prepare data", **MATH)
-def prepare(params: Params, work_dir: Path) -> tuple[Split, Path]:
-    """The stratified split of params.yaml's dataset (excluded classes removed), saved locally."""
-    split = prepare_data(params)
-    path = work_dir / "prepared" / "dataset.safetensors"
+def prepare_data(params: Params, work_dir: Path) -> tuple[Split, Path]:
+    """The stratified split of params' dataset (excluded classes removed), saved locally."""
+    split = prepare(params.data)
+    path = work_dir / "prepared" / f"dataset-{params.data.dataset}.safetensors"
     save_split(split, path)
     return split, path
 
 
-@task(name="publish data", **IO)
-def publish(ctx: Context, path: Path) -> tuple[str, str]:
+@task(name="upload data", **IO)
+def upload_data(ctx: Context, path: Path) -> tuple[str, str]:
     """Upload the prepared file under its md5; returns (data version, S3 URI)."""
     md5 = file_md5(path)
     key = dvc_key(md5)
@@ -42,13 +52,16 @@ def publish(ctx: Context, path: Path) -> tuple[str, str]:
 
 
 def fetch(storage: Storage, md5: str, work_dir: Path) -> Split:
-    """The prepared split of a data version (local copy first, else from S3)."""
-    from lau.errors import BadInput
-
+    """The prepared split of a data version (local copy first, else from S3). A missing or damaged
+    copy is a storage fault (InfraError: retryable), never the request's."""
     path = work_dir / "data" / md5 / "dataset.safetensors"
     if not path.is_file() and not storage.get_file(dvc_key(md5), path):
-        raise BadInput(f"data version {md5} is not in s3://{storage.bucket}/{dvc_key(md5)}")
+        raise InfraError(f"data version {md5} is missing from s3://{storage.bucket}/{dvc_key(md5)}")
     if file_md5(path) != md5:
         path.unlink()
-        raise BadInput(f"data version {md5}: downloaded file has another md5; refusing it")
-    return load_split(path)
+        raise InfraError(f"data version {md5}: the stored file has another md5 (damaged); refusing it")
+    try:
+        return load_split(path)
+    except BadInput as err:
+        path.unlink(missing_ok=True)
+        raise InfraError(f"data version {md5}: {err}") from None

@@ -13,19 +13,14 @@ The merged features equal ``lau.features.extract`` in this process bit for bit: 
 on its batch boundaries (``lau.shards``), and every shard runs with this process's torch thread
 count, because MKL's matrix products round differently with another number of threads.
 
-Benchmark (single process vs local runner vs Dask with 1 and 2 workers), see ``bench --help``:
-
-    .venv/bin/python -m tasks.extract bench --workers 1,2
+Benchmark (single process vs local runner vs Dask with 1 and 2 workers): ``lau bench --extraction``
+(bench/extraction.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import os
 import shutil
-import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -42,7 +37,7 @@ from lau.features import FeatureSet, cache_key
 from lau.models import SplitModel
 from lau.shards import Shard
 from lau.utils import progress
-from tasks.common import MATH
+from tasks.policy import MATH
 
 
 def task_runner(runner: RunnerConfig) -> Any:
@@ -104,107 +99,3 @@ def extract_sharded(params: Params, model: SplitModel, split: Split, data_versio
             shard_dir.parent.rmdir()
     return FeatureSet(cache_key(model, depth, data_version), depth, features["train"], split.train_labels.clone(),
                       features["test"], split.test_labels.clone())
-
-
-# ---------------------------------------------------------------- benchmark
-
-
-def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Time single-process extraction, the local runner and Dask clusters of each worker count."""
-    import dataclasses
-    import tempfile
-    from functools import partial
-
-    from distributed import LocalCluster
-
-    from lau.config import DataConfig, ModelConfig
-    from lau.data import prepare
-    from lau.features import extract_features
-    from lau.train import new_model
-
-    params = Params()
-    params = dataclasses.replace(params, features=dataclasses.replace(params.features, batch_size=args.batch_size))
-    split = prepare(DataConfig(dataset=args.dataset, max_per_class=args.max_per_class))
-    model = new_model(split, ModelConfig(arch=args.arch), seed=0)  # untrained: speed does not depend on weights
-    images = len(split.train_images) + len(split.test_images)
-    threads = torch.get_num_threads()
-    rows: list[dict[str, Any]] = []
-    reference = extract_features(model, split, 1, "bench", args.batch_size)
-
-    def measure(runner: str, workers: int, per_worker: int, start_s: float, run: Any) -> None:
-        times, features = [], None
-        for _ in range(args.repeat):
-            began = time.perf_counter()
-            features = run()
-            times.append(time.perf_counter() - began)
-        warm = min(times[1:] or times)  # the best of the warm runs: the least disturbed by other jobs
-        equal = (torch.equal(features.train_features, reference.train_features)
-                 and torch.equal(features.test_features, reference.test_features))
-        rows.append({"runner": runner, "workers": workers, "threads_per_worker": per_worker,
-                     "start_s": round(start_s, 2), "cold_s": round(times[0], 2), "warm_s": round(warm, 2),
-                     "images_per_s": round(images / warm, 1), "bit_identical": equal})
-        progress(f"[bench] {rows[-1]}")
-
-    with tempfile.TemporaryDirectory(prefix="lau-bench-extract-") as scratch:
-        measure("single process", 1, threads, 0.0,
-                partial(extract_features, model, split, 1, "bench", args.batch_size))
-        sharded = partial(extract_sharded, params, model, split, "bench", cache_dir=scratch)
-        measure("local (thread pool)", 1, threads, 0.0,
-                partial(sharded, runner=RunnerConfig(kind="local", shard_size=args.shard_size)))
-        for workers in args.workers:
-            for per_worker in args.threads or [threads]:
-                began = time.perf_counter()
-                with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=":0") as cluster:
-                    start_s = time.perf_counter() - began
-                    runner = RunnerConfig(kind="dask", address=cluster.scheduler_address, shard_size=args.shard_size)
-                    measure("dask", workers, per_worker, start_s, partial(sharded, runner=runner, threads=per_worker))
-    return rows
-
-
-def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    head = (f"Feature extraction, {args.dataset} (max_per_class {args.max_per_class}), {args.arch}, depth 1, "
-            f"batch {args.batch_size}, shards of {args.shard_size}; {os.cpu_count()} CPUs, load average {load} "
-            f"at the end; cold = first run (workers import torch), warm = best of runs 2-{args.repeat}")
-    lines = [head, "",
-             "| runner | workers | torch threads / worker | cluster start s | cold s | warm s | images/s (warm) "
-             "| equal to single process |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for r in rows:
-        lines.append(f"| {r['runner']} | {r['workers']} | {r['threads_per_worker']} | {r['start_s']:.2f} | "
-                     f"{r['cold_s']:.2f} | {r['warm_s']:.2f} | {r['images_per_s']:.0f} | "
-                     f"{'yes' if r['bit_identical'] else 'NO'} |")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.extract",
-                                     description="Sharded feature extraction: benchmark of the task runners.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("bench", help="extraction throughput: single process, local runner, Dask workers")
-    p.add_argument("--dataset", default="mnist5k", help="dataset of lau.data (default mnist5k)")
-    p.add_argument("--max-per-class", type=int, default=0, help="cap on images per class (0 = all)")
-    p.add_argument("--arch", default="cnn", help="backbone (default cnn)")
-    p.add_argument("--batch-size", type=int, default=Params().features.batch_size, help="images per forward pass")
-    p.add_argument("--shard-size", type=int, default=Params().runner.shard_size,
-                   help="images per shard (rounded up to whole batches)")
-    p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
-                   help="Dask worker counts to try, e.g. 1,2")
-    p.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")], default=None,
-                   help="torch threads per Dask worker to try, e.g. 2,1 (default: this process's count, "
-                        "the only one that is bit-identical)")
-    p.add_argument("--repeat", type=int, default=3, help="runs per row: the first is cold, the best other one warm")
-    p.add_argument("--json", default=None, help="also write the rows as JSON here")
-    args = parser.parse_args(argv)
-    rows = bench(args)
-    print(table(rows, args))
-    if args.json:
-        import json
-
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,9 +29,10 @@ from lau.errors import BadInput
 from lau.features import FEATURES_FILE, FeatureSet, cache_key, load_features, save_features
 from lau.models import SplitModel
 from lau.utils import file_sha256, progress
-from tasks.common import IO, Context
+from tasks.context import Context
 from tasks.data import fetch
 from tasks.extract import extract_sharded
+from tasks.policy import IO
 
 if TYPE_CHECKING:
     from tasks.s3 import Storage

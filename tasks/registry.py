@@ -1,21 +1,27 @@
 """The MLflow side: runs, the engine checkpoint, the pytorch model, versions, tags and the alias.
 
-Every version carries the tags of DESIGN.md under the ``lau.`` prefix; ``lau.weights_sha256`` is the
-checkpoint's hash, checked again whenever the pipeline loads a version.
+Every version carries the ``lau.`` tags of tasks/tags.py; ``lau.weights_sha256`` is the
+checkpoint's hash, checked again whenever the pipeline loads a version. Every MLflow call goes
+through ``mlflow_errors``, the one translator of MLflow's exceptions into the pipeline's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import torch
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
@@ -24,7 +30,7 @@ from lau.checkpoint import WEIGHTS, load_checkpoint
 from lau.errors import BadInput
 from lau.models import SplitModel
 from lau.utils import file_sha256, progress
-from tasks.common import fault_point
+from tasks.policy import fault_point
 from tasks.settings import InfraError
 
 TAG = "lau."
@@ -62,19 +68,49 @@ class Version:
         return tuple(json.loads(self.tag("excluded_classes", "[]")))
 
     @property
-    def depth(self) -> int:
-        return int(self.tag("depth", "1"))
+    def root_version(self) -> str:
+        """The lineage's root: the version itself when it is a root (trained, consolidated, adopted)."""
+        return self.tag("root_version") or self.version
 
     @classmethod
     def of(cls, mv: ModelVersion) -> Version:
         return cls(mv.name, str(mv.version), mv.run_id, dict(mv.tags or {}))
 
 
-def infra(err: Exception) -> Exception:
-    """A service failure (retryable, exit 3), or the error itself when MLflow refused the request."""
-    if isinstance(err, RestException) and err.get_http_status_code() < 500:
-        return RuntimeError(f"MLflow refused the request: {str(err).splitlines()[0][:300]}")
-    return InfraError(f"MLflow at {mlflow.get_tracking_uri()} failed: {str(err).splitlines()[0][:200]}")
+class MlflowRefused(RuntimeError):
+    """MLflow answered 4xx to a well-authenticated call: no such model or version, already exists..."""
+
+    def __init__(self, message: str, error_code: str):
+        super().__init__(message)
+        self.error_code = error_code
+
+    @property
+    def not_found(self) -> bool:
+        return self.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+
+
+def translate(err: MlflowException) -> Exception:
+    """A service failure or refused credentials (InfraError: exit 3, retryable once fixed), or a
+    refusal of the call itself (MlflowRefused: a 4xx such as "no such version")."""
+    first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+    status = err.get_http_status_code() if isinstance(err, RestException) else 500
+    if status in (401, 403):
+        return InfraError(f"MLflow at {mlflow.get_tracking_uri()} refused the credentials (HTTP {status}): "
+                          "check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
+    if isinstance(err, RestException) and status < 500:
+        return MlflowRefused(f"MLflow refused the request: {first}", err.error_code)
+    return InfraError(f"MLflow at {mlflow.get_tracking_uri()} failed: {first[:200]}")
+
+
+@contextlib.contextmanager
+def mlflow_errors() -> Iterator[None]:
+    """Every MLflow call runs inside this: its exceptions leave as the pipeline's (see translate)."""
+    try:
+        yield
+    except MlflowException as err:
+        raise translate(err) from None
+
+
 
 
 class Registry:
@@ -86,13 +122,12 @@ class Registry:
 
     def champion(self) -> Version | None:
         try:
-            return Version.of(self.client.get_model_version_by_alias(self.name, self.alias))
-        except RestException as err:
-            if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            with mlflow_errors():
+                return Version.of(self.client.get_model_version_by_alias(self.name, self.alias))
+        except MlflowRefused as err:
+            if err.not_found:  # no such model, or no such alias
                 return None
-            raise infra(err) from None
-        except MlflowException as err:
-            raise infra(err) from None
+            raise
 
     def require_champion(self) -> Version:
         champion = self.champion()
@@ -102,19 +137,16 @@ class Registry:
 
     def get(self, version: str) -> Version:
         try:
-            return Version.of(self.client.get_model_version(self.name, str(version)))
-        except RestException as err:
-            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            with mlflow_errors():
+                return Version.of(self.client.get_model_version(self.name, str(version)))
+        except MlflowRefused as err:
+            if err.not_found:
                 raise BadInput(f"model '{self.name}' has no version {version}") from None
-            raise infra(err) from None
-        except MlflowException as err:
-            raise infra(err) from None
+            raise
 
     def versions(self) -> list[Version]:
-        try:
+        with mlflow_errors():
             found = self.client.search_model_versions(f"name = '{self.name}'", max_results=1000)
-        except MlflowException as err:
-            raise infra(err) from None
         return sorted((Version.of(v) for v in found), key=lambda v: int(v.version))
 
     def find_by_request(self, request_id: str) -> Version | None:
@@ -134,69 +166,69 @@ class Registry:
         if (target / WEIGHTS).is_file() and recorded and file_sha256(target / WEIGHTS) != recorded:
             progress(f"[registry] local copy of version {version.version} of '{self.name}' is damaged; "
                      "downloading it again")
-            _rmtree(target)
+            shutil.rmtree(target, ignore_errors=True)
         if not (target / WEIGHTS).is_file():
-            if target.exists():
-                _rmtree(target)  # an incomplete copy
-            try:
-                with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-                    path = Path(self.client.download_artifacts(version.run_id, CHECKPOINT_PATH, tmp))
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    try:
-                        path.rename(target)  # atomic; never replaces a copy that another process is reading
-                    except OSError:
-                        if not (target / WEIGHTS).is_file():
-                            raise
-            except MlflowException as err:
-                raise infra(err) from None
+            self._download_checkpoint(version, target)
         what = f"version {version.version} of '{self.name}'"
         if recorded and file_sha256(target / WEIGHTS) != recorded:
-            _rmtree(target)
+            shutil.rmtree(target, ignore_errors=True)
             raise InfraError(f"{what}: the stored checkpoint does not match the sha256 recorded at "
                              "registration (tampered or damaged); refusing to load it")
         try:
             return load_checkpoint(target)
         except BadInput as err:
-            _rmtree(target)
+            shutil.rmtree(target, ignore_errors=True)
             raise InfraError(f"{what}: the stored checkpoint does not load ({err}); refusing it") from None
 
-    def register(self, run_id: str, model_uri: str, model_id: str, tags: dict[str, Any]) -> Version:
+    def _download_checkpoint(self, version: Version, target: Path) -> None:
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete copy
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp, mlflow_errors():
+            path = Path(self.client.download_artifacts(version.run_id, CHECKPOINT_PATH, tmp))
+            try:
+                path.rename(target)  # atomic; never replaces a copy that another process is reading
+            except OSError:
+                if not (target / WEIGHTS).is_file():
+                    raise
+
+    def ensure_registered_model(self) -> None:
+        """Create the registered model on first use (a concurrent first registration is fine)."""
+        try:
+            with mlflow_errors():
+                self.client.get_registered_model(self.name)
+            return
+        except MlflowRefused as err:
+            if not err.not_found:
+                raise
+        try:
+            with mlflow_errors():
+                self.client.create_registered_model(
+                    self.name, description="Image classifier served by alias; unlearned by LAU.")
+        except MlflowRefused as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":  # else another process created it meanwhile
+                raise
+
+    def register(self, run_id: str, model_uri: str, model_id: str, tags: dict[str, str]) -> Version:
         """A new version with every tag set at creation (a version never exists untagged).
         Idempotent per request: a retry after a lost response returns the version already made."""
-        for request_id in filter(None, str(tags.get("request_ids") or "").split(",")):
+        for request_id in filter(None, tags.get(TAG + "request_ids", "").split(",")):
             existing = self.find_by_request(request_id)
             if existing is not None:
                 return existing
-        try:
-            self.client.get_registered_model(self.name)
-        except RestException as err:
-            if err.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise infra(err) from None
-            try:
-                self.client.create_registered_model(
-                    self.name, description="Image classifier served by alias; unlearned by LAU.")
-            except RestException as create_err:  # a concurrent first registration
-                if create_err.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise infra(create_err) from None
-        try:
+        self.ensure_registered_model()
+        with mlflow_errors():
             mv = self.client.create_model_version(self.name, model_uri, run_id=run_id, model_id=model_id,
-                                                  tags={TAG + k: str(v) for k, v in tags.items()})
-        except MlflowException as err:
-            raise infra(err) from None
+                                                  tags=tags)
         fault_point("version")
         return Version.of(mv)
 
     def promote(self, version: Version) -> None:
-        try:
+        with mlflow_errors():
             self.client.set_registered_model_alias(self.name, self.alias, version.version)
-        except MlflowException as err:
-            raise infra(err) from None
 
     def set_tag(self, version: Version, key: str, value: Any) -> None:
-        try:
+        with mlflow_errors():
             self.client.set_model_version_tag(self.name, version.version, TAG + key, str(value))
-        except MlflowException as err:
-            raise infra(err) from None
 
 
 def log_model_artifacts(model: SplitModel, checkpoint_dir: Path) -> Any:
@@ -212,9 +244,6 @@ def log_model_artifacts(model: SplitModel, checkpoint_dir: Path) -> Any:
 
 def log_dataset(name: str, data_version: str, uri: str, split_sizes: dict) -> None:
     """The prepared data as an MLflow run input whose digest is its DVC md5."""
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-
     dataset = MetaDataset(resolve_dataset_source(uri), name=name, digest=data_version[:32])
     mlflow.log_input(dataset, context="training", tags={"dvc_md5": data_version,
                                                         **{k: str(v) for k, v in split_sizes.items()}})
@@ -234,14 +263,6 @@ def code_commit() -> str:
 
 def experiment(model_name: str) -> str:
     """Set (creating if needed) the model's experiment; returns its id."""
-    try:
+    with mlflow_errors():
         return mlflow.set_experiment(f"lau/{model_name}").experiment_id
-    except MlflowException as err:
-        raise infra(err) from None
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from flows.deletion import deletion, process_pending
+from flows.train import consolidate
 from infra import stack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,11 +32,12 @@ def prefect_yaml() -> dict[str, Any]:
     return yaml.safe_load((REPO / "prefect.yaml").read_text())
 
 
-def test_prefect_yaml_deploys_both_deletion_flows(prefect_yaml: dict[str, Any]) -> None:
+def test_prefect_yaml_deploys_the_deletion_flows_and_the_consolidation(prefect_yaml: dict[str, Any]) -> None:
     deployments = {d["name"]: d for d in prefect_yaml["deployments"]}
     assert deployments["process-pending"]["entrypoint"] == "flows/deletion.py:process_pending"
     assert deployments["deletion"]["entrypoint"] == "flows/deletion.py:deletion"
-    flows = {"process-pending": process_pending, "deletion": deletion}
+    assert deployments["consolidate"]["entrypoint"] == "flows/train.py:consolidate"
+    flows = {"process-pending": process_pending, "deletion": deletion, "consolidate": consolidate}
     for name, deployment in deployments.items():
         assert deployment["work_pool"]["name"] == "lau-process"
         accepted = set(flows[name].parameters.properties)
@@ -48,6 +50,8 @@ def test_prefect_yaml_schedule_is_params_yaml_schedule(prefect_yaml: dict[str, A
     assert by_name["process-pending"]["schedules"] == [
         {"cron": params["cron"], "timezone": params["timezone"], "active": True}]
     assert by_name["deletion"]["schedules"] == []  # on demand only
+    assert by_name["consolidate"]["schedules"] == [
+        {"cron": params["consolidate_cron"], "timezone": params["timezone"], "active": True}]
 
 
 # ---------------------------------------------------------------- the stack's worker

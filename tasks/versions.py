@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,20 @@ from prefect import task
 from lau.checkpoint import save_checkpoint
 from lau.models import SplitModel
 from lau.utils import file_sha256
-from tasks.common import IO, Context, fault_point
-from tasks.registry import Version, experiment, infra, log_dataset, log_model_artifacts
+from tasks.context import Context
+from tasks.policy import IO, fault_point
+from tasks.registry import TAG, Version, experiment, log_dataset, log_model_artifacts, mlflow_errors
+from tasks.tags import VersionTags
+
+
+@dataclass(frozen=True)
+class DataInput:
+    """The prepared data a version was made from, logged as the MLflow run's dataset input."""
+
+    name: str
+    version: str  # DVC md5
+    uri: str
+    sizes: dict[str, int]
 
 
 @task(name="load champion", **IO)
@@ -38,31 +51,29 @@ def find_version(ctx: Context, request_id: str) -> Version | None:
 
 
 @task(name="register version", **IO)
-def register(ctx: Context, model: SplitModel, *, run_name: str, tags: dict[str, Any], metrics: dict,
-             evaluation: dict, plots_dir: Path | None, data: dict, depth: int) -> Version:
-    """One MLflow run (params, metrics, dataset input, plots, engine checkpoint, pytorch model),
-    then a registered version carrying every tag from the start."""
-    try:
+def register(ctx: Context, model: SplitModel, tags: VersionTags, *, run_name: str, metrics: dict[str, Any],
+             evidence: dict[str, Any], plots_dir: Path | None, data: DataInput) -> Version:
+    """One MLflow run (params, metrics, dataset input, plots, evidence, engine checkpoint, pytorch
+    model), then a registered version carrying every tag from the start."""
+    mlflow_tags = tags.to_mlflow()
+    with mlflow_errors():
         experiment(ctx.model_name)
         with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp:
-            flat = _flatten(ctx.params.to_dict())
-            mlflow.log_params(flat)
+            mlflow.log_params(flat_params(ctx.params.to_dict()))
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()
-                                if isinstance(v, (int, float)) and not math.isnan(float(v))})
-            mlflow.log_dict(evaluation, "evaluation.json")
+                                if isinstance(v, (int, float)) and math.isfinite(float(v))})
+            mlflow.log_dict(evidence, "evaluation.json")
             mlflow.log_text(yaml.safe_dump(ctx.params.to_dict(), sort_keys=False), "params.yaml")
             if plots_dir and plots_dir.is_dir():
                 mlflow.log_artifacts(str(plots_dir), "plots")
-            log_dataset(data["name"], data["version"], data["uri"], data.get("sizes", {}))
-            checkpoint = save_checkpoint(model, Path(tmp) / "checkpoint", depth=depth,
-                                         metadata={"tags": {k: str(v) for k, v in tags.items()}})
+            log_dataset(data.name, data.version, data.uri, data.sizes)
+            checkpoint = save_checkpoint(model, Path(tmp) / "checkpoint", depth=tags.depth,
+                                         metadata={"tags": mlflow_tags})
             logged = log_model_artifacts(model, checkpoint)
-            mlflow.set_tags({f"lau.{k}": str(v) for k, v in tags.items()})
-            all_tags = {**tags, "weights_sha256": file_sha256(checkpoint / "model.safetensors")}
+            mlflow.set_tags(mlflow_tags)
+            mlflow_tags[TAG + "weights_sha256"] = file_sha256(checkpoint / "model.safetensors")
             fault_point("register")
-        return ctx.registry.register(run.info.run_id, logged.model_uri, logged.model_id, all_tags)
-    except mlflow.exceptions.MlflowException as err:
-        raise infra(err) from None
+    return ctx.registry.register(run.info.run_id, logged.model_uri, logged.model_id, mlflow_tags)
 
 
 @task(name="promote to champion", **IO)
@@ -75,21 +86,20 @@ def tag(ctx: Context, version: Version, key: str, value: Any) -> None:
     ctx.registry.set_tag(version, key, value)
 
 
-@task(name="read evaluation of version", **IO)
-def read_evaluation(ctx: Context, version: Version) -> dict:
-    """The evaluation a version was registered with (for a run that crashed after registering)."""
-    try:
+@task(name="read evidence of version", **IO)
+def read_evidence(ctx: Context, version: Version) -> dict[str, Any]:
+    """The evidence a version was registered with (for a run that crashed after registering)."""
+    with mlflow_errors():
         return mlflow.artifacts.load_dict(f"runs:/{version.run_id}/evaluation.json")
-    except mlflow.exceptions.MlflowException as err:
-        raise infra(err) from None
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+def flat_params(tree: dict, prefix: str = "") -> dict[str, str]:
+    """params.yaml as MLflow params: dotted keys, lists as JSON."""
     out: dict[str, str] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{name}."))
+            out.update(flat_params(value, f"{name}."))
         else:
             out[name] = json.dumps(value) if isinstance(value, list) else str(value)
     return out

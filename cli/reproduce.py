@@ -25,7 +25,7 @@ from lau.errors import BadInput
 from lau.metrics import CONTRACT_KEYS
 from lau.stages import compare_metrics
 from lau.utils import file_md5, progress
-from tasks.common import Context
+from tasks.context import Context
 from tasks.settings import InfraError
 
 REPO = Path(__file__).resolve().parents[1]

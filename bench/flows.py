@@ -2,19 +2,18 @@
 each its own process; the first on a cold feature cache (the lineage's cache removed, as after an
 eviction or with a model trained elsewhere), the later ones on the cache the first one wrote.
 
-    python -m flows.timing --arch cnn --classes 3,5 --json bench/flow_cnn.json     (needs `make up`)
+    lau bench --flow --arch cnn --classes 3,5 --json docs/bench/flow_cnn.json     (needs `make up`)
 
 ``--via process`` files one request per class (`lau request add`) and runs one `lau process`,
 as the scheduled deployment does: the deletions then share a process, and each is timed by the
 flow (total_s per request); wall time is the whole pass.
 
-Runs on a private copy of params.yaml and a private work folder (the deletions' class exclusions
-never touch the repository's params.yaml) under a new model name. Writes JSON and a markdown table.
+Runs on a private copy of params.yaml and a private work folder under a new model name. Writes JSON
+and a markdown table.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -23,6 +22,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from lau.errors import BadInput
+from tasks.features import s3_key
 
 
 def run_lau(args: list[str], env: dict[str, str]) -> tuple[dict, float]:
@@ -41,7 +43,7 @@ def drop_cache(model: str, env: dict[str, str]) -> str:
     """Remove the champion lineage's feature cache, local and on S3; returns its key."""
     os.environ.update(env)
     from tasks.common import Context
-    from tasks.features import s3_key
+
 
     ctx = Context.load(model)
     key = ctx.registry.require_champion().tag("feature_cache_key")
@@ -59,28 +61,27 @@ def _row(cls: str, i: int, out: dict, wall: float | None) -> dict:
             "forget_acc": metrics.get("forget_acc"), "test_forget_acc": metrics.get("test_forget_acc")}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.timing", description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default=None, help="model.arch for `lau train` (default: params.yaml's)")
-    parser.add_argument("--dataset", default=None, help="data.dataset for `lau train`")
-    parser.add_argument("--epochs", type=int, default=None, help="train.epochs for `lau train`")
-    parser.add_argument("--classes", default="3,5", help="one deletion per class, in this order")
-    parser.add_argument("--model", default=None, help="registered model name (default: timing-ARCH-TIME)")
-    parser.add_argument("--via", choices=("forget", "process"), default="forget",
-                        help="one `lau forget` process per class, or one `lau process` pass over them all")
-    parser.add_argument("--json", dest="json_path", default="bench/flow_timing.json")
-    args = parser.parse_args(argv)
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+def time_flows(classes_text: str, via: str, json_path: str, *, arch: str | None = None,
+               dataset: str | None = None, epochs: int | None = None) -> int:
+    """Train a private model, drop its feature cache, then time one deletion per class."""
+    classes = [c.strip() for c in classes_text.split(",") if c.strip()]
     if len(classes) < 2:
-        parser.error("--classes needs two or more classes: a cold deletion and a warm one")
-    model = args.model or f"timing-{args.arch or 'default'}-{time.strftime('%Y%m%d%H%M%S')}"
+        raise BadInput("--flow needs --classes with two or more classes: a cold deletion and a warm one")
+    rows, result = _time(classes, via, arch, dataset, epochs)
+    _write(result, rows, via, Path(json_path))
+    return 0
+
+
+def _time(classes: list[str], via: str, arch: str | None, dataset: str | None,
+          epochs: int | None) -> tuple[list[dict], dict]:
+    model = f"timing-{arch or 'default'}-{time.strftime('%Y%m%d%H%M%S')}"
     tmp = Path(tempfile.mkdtemp(prefix="lau-timing-"))
     params = tmp / "params.yaml"
     shutil.copy(os.environ.get("LAU_PARAMS", "params.yaml"), params)
     env = {**os.environ, "LAU_PARAMS": str(params), "LAU_WORK_DIR": str(tmp / "work")}
 
     train_args = ["train", "--model", model]
-    for flag, value in (("--arch", args.arch), ("--dataset", args.dataset), ("--epochs", args.epochs)):
+    for flag, value in (("--arch", arch), ("--dataset", dataset), ("--epochs", epochs)):
         if value is not None:
             train_args += [flag, str(value)]
     print(f"[timing] lau {' '.join(train_args)}", file=sys.stderr, flush=True)
@@ -88,27 +89,31 @@ def main(argv: list[str] | None = None) -> int:
     key = drop_cache(model, env)
     print(f"[timing] dropped the lineage's feature cache {key}", file=sys.stderr, flush=True)
     rows = []
-    if args.via == "process":
+    if via == "process":
         for cls in classes:
             run_lau(["request", "add", "--model", model, "--classes", cls], env)
         print(f"[timing] lau process ({len(classes)} requests, the first on a cold cache)", file=sys.stderr,
               flush=True)
         outs, wall = run_lau(["process", "--model", model], env)
         rows = [_row(cls, i, out, wall if i == 0 else None) for i, (cls, out) in enumerate(zip(classes, outs))]
-    for i, cls in enumerate(classes if args.via == "forget" else []):
+    for i, cls in enumerate(classes if via == "forget" else []):
         print(f"[timing] lau forget --classes {cls} ({'cold' if i == 0 else 'warm'} cache)", file=sys.stderr,
               flush=True)
         out, wall = run_lau(["forget", "--model", model, "--classes", cls], env)
         rows.append(_row(cls, i, out, wall))
     first, later = rows[0], rows[1:]
-    result = {"model": model, "arch": trained.get("arch", args.arch), "via": args.via,
+    result = {"model": model, "arch": trained.get("arch", arch), "via": via,
               "train_wall_s": round(train_wall, 2),
               "feature_cache_key": key, "rows": rows,
               "later_extracted_nothing": all(r.get("features_source") != "extracted" for r in later),
               "speedup_total": round(first["total_s"] / max(r["total_s"] for r in later), 2),
               "speedup_wall": (round(first["wall_s"] / max(r["wall_s"] for r in later), 2)
-                               if args.via == "forget" else None)}
-    path = Path(args.json_path)
+                               if via == "forget" else None)}
+    shutil.rmtree(tmp, ignore_errors=True)
+    return rows, result
+
+
+def _write(result: dict, rows: list[dict], via: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     lines = ["| deletion | cache | wall s | flow total_s | features_s (source) | unlearn_s | evaluate_s | "
@@ -118,16 +123,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r.get('features_s')} ({r.get('features_source')}) | {r.get('unlearn_s')} | "
               f"{r.get('evaluate_s')} | {r['status']}, v{r['version']} | {r['forget_acc']} / "
               f"{r['test_forget_acc']} |" for r in rows]
-    wall_note = (f", {result['speedup_wall']}x on wall time" if args.via == "forget"
+    wall_note = (f", {result['speedup_wall']}x on wall time" if via == "forget"
                  else f" (one `lau process` pass: {rows[0]['wall_s']} s wall for all)")
     lines += ["", f"`lau train` {result['train_wall_s']} s wall. Cold / warm: {result['speedup_total']}x on "
                   f"the flow's total_s{wall_note}; later deletions extracted nothing: "
                   f"{result['later_extracted_nothing']}."]
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), file=sys.stderr)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

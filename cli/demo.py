@@ -1,49 +1,46 @@
 """`make demo`: train the default model, register it as champion, forget one class through the
-deletion flow, and say where to look. Uses its own copy of params.yaml under .stack/demo/, so the
-demo's exclusion of the forgotten class never edits the repository's params.yaml."""
+deletion flow, and say where to look. Each run registers a new model (``demo-<time>``), so the
+demo starts from a model that has erased nothing, whatever earlier runs erased."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
+
+from cli.output import ExitCode, fail
+from lau.errors import BadInput
+from tasks.settings import InfraError, require_stack
 
 DEMO_CLASS = 3
 
 
 def main() -> int:
-    from flows.cli import EXIT_BAD_INPUT, EXIT_INFRA, fail
-    from lau.errors import BadInput
-    from tasks.settings import InfraError, require_stack
-
     demo_dir = Path(os.environ.get("LAU_STACK_DIR", ".stack")) / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
-    params_path = demo_dir / "params.yaml"
-    shutil.copy("params.yaml", params_path)  # fresh each run: the demo forgets class 3 every time
-    os.environ["LAU_PARAMS"] = str(params_path)
     stdout = sys.stdout  # the summary goes here; MLflow's and Prefect's chatter goes to stderr
     sys.stdout = sys.stderr
     try:
         require_stack()
-        return run(params_path, demo_dir, stdout)
+        return run(Path(os.environ.get("LAU_PARAMS", "params.yaml")), demo_dir, stdout)
     except BadInput as err:
-        return fail(f"demo: {err}", EXIT_BAD_INPUT)
+        return fail(f"demo: {err}", ExitCode.BAD_INPUT)
     except InfraError as err:
-        return fail(f"demo: infrastructure failure: {err}", EXIT_INFRA)
+        return fail(f"demo: infrastructure failure: {err}", ExitCode.INFRA)
     finally:
         sys.stdout = stdout
 
 
 def run(params_path: Path, demo_dir: Path, stdout=sys.stdout) -> int:  # noqa: ANN001
+    """Train a new model ``demo-<time>``, forget DEMO_CLASS, print where to look."""
     from flows.deletion import deletion
     from flows.train import train_flow
-    from tasks.common import Context
+    from tasks.context import Context
     from tasks.reports import read_report
 
     start = time.perf_counter()
-    ctx = Context.load(params_path=str(params_path))
+    ctx = Context.load(f"demo-{time.strftime('%Y%m%d-%H%M%S')}", params_path=str(params_path))
     say(f"1/3 training the default model ({ctx.params.model.arch} on {ctx.params.data.dataset}) "
         f"and registering it as '{ctx.model_name}'@{ctx.params.registry.alias} ...")
     trained = train_flow(model_name=ctx.model_name, params_path=str(params_path))
@@ -62,7 +59,7 @@ def run(params_path: Path, demo_dir: Path, stdout=sys.stdout) -> int:  # noqa: A
         "",
         f"Verdict:        {summary['status'].upper()} (request {summary['request_id']})",
         f"Model:          {ctx.model_name}: version {trained['version']} trained "
-        f"(test accuracy {trained['metrics'].get('test_acc')} %), "
+        f"(test accuracy {trained['metrics'].get('test_acc')} %, gate {trained['status']}), "
         f"version {summary.get('version') or '-'} is now '{ctx.params.registry.alias}'",
         f"Forgotten:      classes {summary.get('forgotten_classes')}: forget_acc {metrics.get('forget_acc')} %, "
         f"test_forget_acc {metrics.get('test_forget_acc')} %, test_retain_acc {metrics.get('test_retain_acc')} % "
@@ -73,7 +70,8 @@ def run(params_path: Path, demo_dir: Path, stdout=sys.stdout) -> int:  # noqa: A
         f"Prefect UI:     {prefect_ui}/runs",
         f"Audit report:   {summary.get('report_uri')} (copy: {local_report})",
         f"Ledger:         .venv/bin/lau request list --model {ctx.model_name}   (after `source .stack/env`)",
-        f"Demo params:    {params_path} now excludes class {DEMO_CLASS} from the training data",
+        f"Erasures:       .venv/bin/lau erasures --model {ctx.model_name}   (every later `lau train` of this "
+        "model leaves them out)",
         f"Demo time:      {time.perf_counter() - start:.0f} s",
     ]
     print("\n".join(lines), file=stdout)
