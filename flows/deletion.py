@@ -111,10 +111,10 @@ def attempt(ctx: Context, request: Request, start: float) -> Request | None:
     depth = ctx.params.unlearn.depth
     cached = cached_features(ctx, parent, depth, champion.tag("data_version"),
                              pinned=(champion.tag("feature_cache_key"), champion.tag("feature_cache_sha256")))
-    fault_point("features")
+    fault_point("features", request.request_id)
     in_data = tuple(c for c in champion.forgotten if c not in champion.excluded)  # D_f of this lineage
     unlearned = unlearn(ctx.params, parent, cached.features, tuple(request.classes), in_data, champion.excluded)
-    fault_point("unlearn")
+    fault_point("unlearn", request.request_id)
     evaluation = evaluate(parent, unlearned.candidate, cached.features, unlearned.forgotten)
     metrics = {**evaluation.metrics, **lineage_metrics(evaluation.metrics["test_retain_acc"], champion)}
     verdict = gate(metrics, gate_config(ctx, request))
@@ -154,7 +154,7 @@ def complete(ctx: Context, request: Request, version: Version, evidence: Evidenc
     """After registration: promote (only over its own parent), record the erasure, publish the
     report, record the request. Idempotent, so a run that crashed anywhere here is completed by the
     next one. None when the version is superseded (a newer champion appeared meanwhile)."""
-    fault_point("registered")
+    fault_point("registered", request.request_id)
     current = read_champion(ctx)
     parent = version.tag("parent_version")
     if current is not None and current.version not in (parent, version.version):
@@ -167,7 +167,7 @@ def complete(ctx: Context, request: Request, version: Version, evidence: Evidenc
     evidence = dataclasses.replace(evidence, timings=timings)
     report_uri = audit_report(ctx, deletion_report(ctx, request, "registered", evidence, version), plots_dir)
     tag(ctx, version, "report_uri", report_uri)
-    fault_point("promoted")
+    fault_point("promoted", request.request_id)
     request = record(ctx, request, RequestStatus.REGISTERED, f"version {version.version} is "
                      f"{ctx.params.registry.alias}", report_uri=report_uri, **evidence.ledger_fields(version.version))
     return publish_verdict(ctx, request)

@@ -23,16 +23,17 @@ def retry_on_infra(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-def fault_point(name: str) -> None:
+def fault_point(name: str, request_id: str | None = None) -> None:
     """Fault injection for tests/reliability, read from the environment only. ``LAU_FAULT=<name>``:
     the process SIGKILLs itself here, as an OOM kill or a lost node would (no cleanup, no lock
     release). ``LAU_FAULT=<name>:error``: an InfraError is raised here, as a dropped connection would;
     ``LAU_FAULT=<name>:crash``: a RuntimeError, as a bug would. Points: features, unlearn, register
     (MLflow run logged, no version yet), version (version just created, its response not yet
     returned), registered (not promoted), promoted (promoted and reported, ledger not yet updated).
-    Unset: no effect."""
+    ``LAU_FAULT_REQUEST=<id>`` limits the fault to that request. Unset: no effect."""
     point, _, mode = os.environ.get("LAU_FAULT", "").partition(":")
-    if point != name:
+    only = os.environ.get("LAU_FAULT_REQUEST")
+    if point != name or (only and request_id is not None and only != request_id):
         return
     if mode == "error":
         raise InfraError(f"injected fault at '{name}' (LAU_FAULT)")

@@ -45,7 +45,7 @@ POINTS = {
 }
 LEASE_WAIT_MAX_S = 100  # lease 60 s + the server's repossessor loop 15 s + slack
 HOLDING = r"\[lock\] holding"
-LAST_TASK = r"Task run 'dashboard.* Completed"  # the last task a deletion runs under the lock
+LAST_TASK = r"Task run 'prefect artifacts.* Completed"  # the last task a deletion runs under the lock
 
 
 @dataclass
