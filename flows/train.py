@@ -27,7 +27,7 @@ from tasks.registry import Version, code_commit
 from tasks.reports import audit_report, plots, root_report
 from tasks.requests import erased_classes
 from tasks.tags import VersionTags
-from tasks.versions import DataInput, promote, read_champion, read_evidence, register
+from tasks.versions import DataInput, promote, read_champion, read_evidence, register, tag
 
 
 @flow(name="train", flow_run_name="train {model_name}")
@@ -102,4 +102,5 @@ def make_root(ctx: Context, method: str, replacing: Version | None = None) -> di
     if replacing is not None:
         before = Evidence.from_json(read_evidence(ctx, replacing)).metrics if replacing.tag("parent_version") else {}
         summary["report_uri"] = audit_report(ctx, root_report(ctx, version, replacing, evidence, before), plots_dir)
+        tag(ctx, version, "report_uri", summary["report_uri"])
     return json_safe({**summary, "status": "registered", "version": version.version})

@@ -65,7 +65,9 @@ def test_forget_registers_promotes_and_proves(lineage):
     assert any(k.endswith("checkpoint/model.safetensors") for k in artifacts)
     assert any(k.endswith("model.pt2") for k in artifacts)
     assert any("/plots/" in k and k.endswith(".png") for k in artifacts)
-    assert ws.read_params()["data"]["excluded_classes"] == [3]
+    assert ws.read_params()["data"]["excluded_classes"] == []  # the erasure lives in the record, not here
+    erasures = ws.lau("erasures", "--json").json()
+    assert [(e["class_id"], e["version"]) for e in erasures] == [(3, "2")]
 
 
 def test_plain_mlflow_client_never_predicts_forgotten_class(lineage):
@@ -142,12 +144,13 @@ def test_training_after_a_deletion_excludes_the_class(lineage):
     retrained = ws.lau("train", "--json")
     assert retrained.code == 0, retrained.stderr[-2000:]
     result = retrained.json()
-    assert 3 in result["excluded_classes"]
+    assert 3 in result["excluded_classes"] and 3 in result["erased_classes"]
     assert result["train_images"] < trained["train_images"]  # class 3's images are gone
     from mlflow.tracking import MlflowClient
 
     tags = MlflowClient().get_model_version(ws.model, result["version"]).tags
-    assert 3 in json.loads(tags["lau.excluded_classes"])
+    assert 3 in json.loads(tags["lau.excluded_classes"]) and 3 in json.loads(tags["lau.forgotten_classes"])
+    assert tags["lau.gate"] == "passed" and "forget_acc=0==0" in tags["lau.gate_checks"]
 
 
 def test_scheduled_deployment_picks_up_a_pending_request(tmp_path):

@@ -1,5 +1,5 @@
 """The reliability suite's harness: run the real `lau` command, break the local stack's services on
-purpose, and read the registry and the ledger back to check DESIGN.md's invariants.
+purpose, and read the registry and the ledger back to check the product's invariants (docs/design.md).
 
 Every test talks to the stack that `make up` started (or the one LAU_STACK_DIR and the LAU_*_PORT
 variables point at) through the variables of `.stack/env`.
@@ -267,14 +267,15 @@ def forgotten(version: Any) -> set[int]:
 
 
 def check_invariants(model: str, promised: dict[str, list[int]], *, settled: bool = True) -> dict[str, dict]:
-    """DESIGN.md's invariants after faults. ``promised``: request id -> classes of the requests that
+    """The product's invariants (docs/design.md) after faults. ``promised``: request id -> classes of the requests that
     must have been processed (registered). With ``settled``, no request may still be retryable.
 
     - every ledger record parses, is complete, has a valid status;
     - each request produced exactly one version, and its record names that version;
     - no version lacks `lau.gate=passed` or `lau.weights_sha256`; no version is claimed by two requests;
     - the champion passed the gate and has forgotten every promised class (cumulative lineage),
-      and the lineage from it back to the original holds every registered version.
+      and the lineage from it back to the original holds every registered version;
+    - the erasure record holds every promised class, each entry naming a registered request.
     """
     records = ledger(model)
     all_versions = versions(model)
@@ -309,7 +310,21 @@ def check_invariants(model: str, promised: dict[str, list[int]], *, settled: boo
         version = by_number.get((version.tags or {}).get("lau.parent_version", ""))
     registered = {rec["version"] for rec in records.values() if rec["status"] == "registered"}
     assert registered <= set(lineage), f"registered versions {registered} off the champion's lineage {lineage}"
+    erased = erasures(model)
+    assert need <= set(erased), f"erasure record {sorted(erased)} lacks promised classes {sorted(need - set(erased))}"
+    for klass, entry in erased.items():
+        assert records.get(entry["request_id"], {}).get("status") == "registered", (klass, entry)
     return records
+
+
+def erasures(model: str) -> dict[int, dict]:
+    """The model's erasure record on S3: class id -> its entry."""
+    client, found = s3_client(), {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket(), Prefix=f"erasures/{model}/"):
+        for item in page.get("Contents", []):
+            entry = json.loads(client.get_object(Bucket=bucket(), Key=item["Key"])["Body"].read())
+            found[int(entry["class_id"])] = entry
+    return found
 
 
 def artifact_key(run_id: str, path: str) -> str:

@@ -43,6 +43,7 @@ POINTS = {
     "registered": 7,  # version created with its tags, not promoted
     "promoted": 2,  # promoted, params and report written, the ledger not yet updated
 }
+OWN_THRESHOLD = {"unlearn": "4.5"}  # point -> --max-retain-drop of its request (params.yaml says 5.0)
 LEASE_WAIT_MAX_S = 100  # lease 60 s + the server's repossessor loop 15 s + slack
 HOLDING = r"\[lock\] holding"
 LAST_TASK = r"Task run 'prefect artifacts.* Completed"  # the last task a deletion runs under the lock
@@ -64,7 +65,9 @@ class Crash:
 def crashes(workspace, copy_of_reference) -> dict[str, Crash]:  # noqa: ANN001
     """`lau forget` killed at every point, all at once, each on its own model; the state each left."""
     models = {point: copy_of_reference(f"rel-kill-{point}") for point in POINTS}
-    lives = {point: workspace.start("forget", "--classes", str(klass), model=models[point], LAU_FAULT=point)
+    lives = {point: workspace.start("forget", "--classes", str(klass),
+                                    *(["--max-retain-drop", OWN_THRESHOLD[point]] if point in OWN_THRESHOLD else []),
+                                    model=models[point], LAU_FAULT=point)
              for point, klass in POINTS.items()}
     found = {}
     for point, live in lives.items():
@@ -192,6 +195,16 @@ def test_process_after_a_kill_completes_the_request_exactly_once(crashes: dict[s
     assert record["version"] == "2", "a second version was made for one request"
     assert [h["status"] for h in record["history"]].count("registered") == 1
     assert record["attempts"] == 2
+
+
+def test_a_requests_own_gate_threshold_is_kept_through_a_crash(crashes: dict[str, Crash]) -> None:
+    """`lau forget --max-retain-drop 4.5` killed after LAU: `lau process` gates the retry at 4.5,
+    not at params.yaml's 5.0 (the threshold is part of the request, not of the process)."""
+    crash = crashes["unlearn"]
+    assert crash.record["max_retain_drop"] == 4.5
+    (summary,) = crash.recovery.finish(timeout=300).json()
+    retain = next(c for c in summary["gate"]["checks"] if c["name"] == "retain_drop")
+    assert retain["threshold"] == 4.5 and summary["max_retain_drop"] == 4.5
 
 
 def test_a_killed_holder_blocks_its_model_only_until_its_lease_expires(crashes: dict[str, Crash]) -> None:
