@@ -44,7 +44,10 @@ def reproduce_version(ctx: Context, version: str, workdir: str | None = None) ->
     root = Path(workdir or tempfile.mkdtemp(prefix=f"lau-reproduce-{version}-"))
     _checkout(root, target.tag("code_commit"))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    # The parent's own exclusions are in the params written above; today's erasure record (which
+    # holds the very class this version erased) must not change the data the parent was trained on.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+           "LAU_ERASURE_RECORD": "off"}
     progress(f"[reproduce] dvc repro in {root}")
     done = subprocess.run([str(Path(sys.executable).with_name("dvc")), "repro"], cwd=root, env=env,
                           stdout=sys.stderr, stderr=sys.stderr)
