@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lau.config import load_params
+from lau.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,8 @@ class Settings:
     mlflow_uri: str | None
     mlflow_ui: str | None  # where links to MLflow versions point (LAU_MLFLOW_UI_URL, else the tracking URI)
     prefect_ui: str | None  # where links to flow runs point (LAU_PREFECT_UI_URL, else PREFECT_API_URL minus /api)
-    ledger_ttl_s: float = 2.0  # a page view within this many seconds of the last S3 listing reuses it
-    registry_ttl_s: float = 10.0  # the same for MLflow's versions and champion
+    ledger_ttl_s: float = 2.0  # LAU_DASHBOARD_LEDGER_TTL_S: views this close to the last S3 listing reuse it
+    registry_ttl_s: float = 10.0  # LAU_DASHBOARD_REGISTRY_TTL_S: the same for MLflow's versions and champion
 
 
 def load_settings(params_path: str | os.PathLike | None = None, model: str | None = None,
@@ -65,7 +66,20 @@ def load_settings(params_path: str | os.PathLike | None = None, model: str | Non
         mlflow_uri=mlflow_uri,
         mlflow_ui=(env.get("LAU_MLFLOW_UI_URL") or mlflow_uri or "").rstrip("/") or None,
         prefect_ui=(prefect_ui or "").rstrip("/") or None,
+        ledger_ttl_s=_seconds(env, "LAU_DASHBOARD_LEDGER_TTL_S", 2.0),
+        registry_ttl_s=_seconds(env, "LAU_DASHBOARD_REGISTRY_TTL_S", 10.0),
     )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "")
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        raise BadInput(f"{name}={text!r}: expected a number of seconds") from None
+    if not 0 <= value <= 3600:
+        raise BadInput(f"{name}={text!r}: expected 0 to 3600 seconds")
+    return value
 
 
 def use_viewer_mlflow_account(environ: dict[str, str] | os._Environ = os.environ) -> bool:

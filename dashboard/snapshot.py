@@ -29,6 +29,7 @@ from tasks.erasures import PREFIX as ERASURES_PREFIX
 from tasks.erasures import Erasure
 
 LEDGER_PREFIX = "requests/"  # tasks/ledger.py's PREFIX (importing that module would load torch)
+MODELS_TTL_S = 30.0  # the list of models (the page's navigation, the metrics' model label) changes rarely
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -102,7 +103,7 @@ class Views:
     def models(self) -> list[str]:
         """The default model and every model with a ledger or an erasure record in the bucket."""
         stamp, names = self._models
-        if time.monotonic() - stamp > self.settings.ledger_ttl_s:
+        if time.monotonic() - stamp > MODELS_TTL_S:
             try:
                 names = sorted({*self.bucket.children(LEDGER_PREFIX), *self.bucket.children(ERASURES_PREFIX)})
             except SourceDown:
