@@ -70,6 +70,8 @@ def test_a_consolidated_root_and_its_recorded_root_accuracy_are_used():
     assert found.steps[-1].drop_vs_root == 1.0
     assert last_consolidation(versions) is versions[2]
     assert last_consolidation(versions[:2]) is None
+    without_root = lineage(versions[3], versions[3:])  # the root version was deleted from the registry
+    assert without_root.root_acc == 91.0 and without_root.steps[-1].drop_vs_root == 1.0
 
 
 def test_a_lineage_with_a_missing_parent_says_where_it_stopped():
