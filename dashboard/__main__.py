@@ -10,20 +10,19 @@ from lau.errors import BadInput
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dashboard", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m dashboard",
+                                     description="Serve the lau ops dashboard: the erasure page and /metrics.")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None,
                         help="port (default: LAU_DASHBOARD_PORT, else 8050)")
     parser.add_argument("--model", default=None, help="model shown at / (default: registry.model_name)")
     parser.add_argument("--params", default=None, help="params file (default: LAU_PARAMS, else params.yaml)")
     args = parser.parse_args(argv)
-    try:
-        port = args.port if args.port is not None else int(os.environ.get("LAU_DASHBOARD_PORT", "8050"))
-        if not 0 <= port <= 65535:
-            raise ValueError
-    except ValueError:
-        print(f"dashboard: bad port {os.environ.get('LAU_DASHBOARD_PORT')!r} "
-              "(LAU_DASHBOARD_PORT must be 0-65535)", file=sys.stderr)
+    text = str(args.port) if args.port is not None else os.environ.get("LAU_DASHBOARD_PORT", "8050")
+    port = int(text) if text.strip().isdigit() else -1
+    if not 0 <= port <= 65535:
+        where = "--port" if args.port is not None else "LAU_DASHBOARD_PORT"
+        print(f"dashboard: {where}={text!r}: expected a port number, 0 to 65535", file=sys.stderr)
         return 2
     from dashboard.server import serve
 

@@ -81,7 +81,7 @@ def test_it_stays_up_and_says_what_is_missing_when_s3_and_mlflow_are_down(dead_s
     assert get(f"{url}/healthz")[0] == 200 and proc.poll() is None
 
 
-def test_a_port_in_use_or_a_bad_params_file_is_one_line_and_a_non_zero_exit(tmp_path):
+def test_a_port_in_use_or_bad_settings_are_one_line_and_a_non_zero_exit(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -98,3 +98,8 @@ def test_a_port_in_use_or_a_bad_params_file_is_one_line_and_a_non_zero_exit(tmp_
                           timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [f"dashboard: {bad}: 'slo.erasure_deadline_days' must be > 0, got -1.0"]
+
+    done = subprocess.run([sys.executable, "-m", "dashboard"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env=dashboard_env(free_port(), LAU_DASHBOARD_PORT="80a"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["dashboard: LAU_DASHBOARD_PORT='80a': expected a port number, 0 to 65535"]
