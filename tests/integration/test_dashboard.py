@@ -92,7 +92,8 @@ def dashboard(scenario, tmp_path_factory):
 
 
 def _get(url: str) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
+    """GET as a browser following a link does (Prefect's UI answers deep links only to text/html)."""
+    request = urllib.request.Request(url, headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
     user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
     if user and password and url.startswith(os.environ.get("MLFLOW_TRACKING_URI", "-")):
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
