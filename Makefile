@@ -10,7 +10,7 @@ STACK_ENV := $(LAU_STACK_DIR)/env
 # down and status must work without (re)building the venv
 STACK_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 
-.PHONY: help venv up down status test test-fast demo bench bench-flow
+.PHONY: help venv up down status test test-fast demo bench bench-flow chromium
 
 help:
 	@echo "make demo    build .venv, start the stack, run the end-to-end demo"
@@ -40,8 +40,19 @@ down:
 status:
 	$(STACK_PY) -m infra.stack status
 
+# The dashboard's acceptance test reads the page in Debian's Chromium; installed only when missing
+# (apt, as root or through sudo). Nothing else is ever downloaded for it: no browser, no driver.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@echo "installing Debian's chromium and chromium-driver (the dashboard test's browser)" >&2
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) \
+		apt-get install -y -qq --no-install-recommends chromium chromium-driver
+
+chromium: $(CHROMIUM)
+
 # The stack is stopped whatever pytest says; the exit status is pytest's (5, no tests, fails too).
-test: $(VENV)/.stamp
+test: $(VENV)/.stamp $(CHROMIUM)
 	$(MAKE) --no-print-directory up
 	source $(STACK_ENV) && $(PY) -m pytest tests -q; status=$$?; \
 	$(MAKE) --no-print-directory down; \

@@ -119,6 +119,12 @@ class RunnerConfig:
 
 
 @dataclass(frozen=True)
+class SloConfig:
+    erasure_deadline_days: float = 30.0
+    warning_fraction: float = 0.8
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -131,6 +137,7 @@ class Params:
     storage: StorageConfig = field(default_factory=StorageConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
+    slo: SloConfig = field(default_factory=SloConfig)
 
     def replace(self, section: str, **changes: Any) -> Params:
         """A copy with some keys of one section changed, type-checked like the file."""
@@ -153,13 +160,13 @@ _POSITIVE = {"train.epochs", "train.batch_size", "train.lr", "features.batch_siz
              "runner.shard_size", "baselines.finetune_epochs", "baselines.finetune_lr",
              "baselines.neggrad_lr", "baselines.random_label_lr", "baselines.boundary_shrink_lr",
              "baselines.boundary_shrink_bound", "baselines.boundary_shrink_steps", "baselines.max_epochs",
-             "baselines.batch_size"}
+             "baselines.batch_size", "slo.erasure_deadline_days"}
 _NON_NEGATIVE = {"data.max_per_class", "data.image_size", "train.weight_decay", "unlearn.eps",
                  "unlearn.step", "unlearn.pgd_steps", "unlearn.batch_size", "unlearn.margin",
                  "unlearn.retain_weight", "unlearn.retain_batch", "gate.min_mia_efficacy",
                  "gate.min_test_retain_acc"}
 _FINITE_POINTS = {"gate.max_retain_drop", "gate.max_total_retain_drop"}  # -100..100, negative = strict
-_UNIT_INTERVAL = {"unlearn.alpha"}
+_UNIT_INTERVAL = {"unlearn.alpha", "slo.warning_fraction"}
 _CHOICES = {"unlearn.optimizer": ("adam", "sgd"), "unlearn.method": ("lau",),
             "runner.kind": ("local", "dask")}
 _OPEN_UNIT_INTERVAL = {"data.test_fraction"}
