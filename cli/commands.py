@@ -187,6 +187,20 @@ def _write_erasure_set(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def dashboard(args: argparse.Namespace) -> int:
+    """The ops dashboard against whatever services the environment names (read-only)."""
+    port = args.port if args.port is not None else int(os.environ.get("LAU_DASHBOARD_PORT", "8050") or 8050)
+    if not 0 <= port <= 65535:
+        raise BadInput(f"--port: expected a port number, 0 to 65535, got {port}")
+    from dashboard import serve as serve_dashboard
+
+    try:
+        serve_dashboard(args.host, port, args.model, params_path())
+    except OSError as err:
+        raise InfraError(f"cannot listen on {args.host}:{port} ({err.strerror or err})") from None
+    return ExitCode.OK
+
+
 def serve(args: argparse.Namespace) -> int:
     ctx = _context(args)
     from flows.deployments import serve_deployments

@@ -20,7 +20,7 @@ from tasks.settings import InfraError
 COMMANDS = {"train": commands.train, "forget": commands.forget, "request": commands.request,
             "process": commands.process, "serve": commands.serve, "bench": bench.bench,
             "report": commands.report, "reproduce": commands.reproduce, "erasures": commands.erasures,
-            "consolidate": commands.consolidate}
+            "consolidate": commands.consolidate, "dashboard": commands.dashboard}
 
 
 def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
@@ -74,6 +74,10 @@ def build_parser() -> Parser:
     p.add_argument("--interval", type=float, default=None, help="run every N seconds instead of the cron")
     _common(p, json_flag=False)
     bench.add_parser(sub)
+    p = sub.add_parser("dashboard", help="serve the ops dashboard (the erasure page and /metrics) alone")
+    p.add_argument("--port", type=int, default=None, help="port (default: LAU_DASHBOARD_PORT, else 8050)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--model", default=None, help="model shown at / (default: registry.model_name)")
     p = sub.add_parser("report", help="where the audit report of a request or version is (or print it)")
     p.add_argument("id", help="request id, or a version number of the model")
     p.add_argument("--print", action="store_true", help="print the markdown report itself")

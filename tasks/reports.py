@@ -48,7 +48,7 @@ def audit_report(ctx: Context, report: dict[str, Any], plots_dir: Path | None) -
 def dashboard_link(ctx: Context, report_id: str) -> str:
     """Where the ops dashboard shows this report (LAU_DASHBOARD_URL, default the local stack's)."""
     base = os.environ.get("LAU_DASHBOARD_URL") or f"http://127.0.0.1:{os.environ.get('LAU_DASHBOARD_PORT', '8050')}"
-    return f"{base.rstrip('/')}/?model={ctx.model_name}#{report_id}"
+    return f"{base.rstrip('/')}/models/{ctx.model_name}#req-{report_id}"
 
 
 def deletion_report(ctx: Context, request: Request, status: str, evidence: Evidence,
