@@ -71,11 +71,13 @@ class Registry:
         evaluation = self._evaluations[run_id]
         if not isinstance(evaluation, dict):
             return None
-        accuracies = (evaluation.get("after") or evaluation).get("per_class_test_acc")
+        inner = evaluation["evaluation"] if isinstance(evaluation.get("evaluation"), dict) else evaluation
+        accuracies = (inner.get("after") or inner).get("per_class_test_acc")
         if not isinstance(accuracies, list):
             return None
         names = evaluation.get("class_names") or [str(i) for i in range(len(accuracies))]
-        return [float(a) for a in accuracies], [str(n) for n in names]
+        # None: the class has no test image in this lineage's data (left out, e.g. erased before training)
+        return [0.0 if a is None else float(a) for a in accuracies], [str(n) for n in names]
 
     def _cached(self, key: tuple[str, str], read: Callable[[], Any]) -> Any:
         """``read()``'s answer, reused for ttl_s; a failure is reused for a few seconds too, so a
