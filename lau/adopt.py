@@ -15,6 +15,7 @@ the network's own output, so a head that is not the last step is refused.
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -188,10 +189,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
-            raise BadInput(f"{path} holds a pickled Python object (a whole model?), which is never "
-                           f"unpickled here; {EXPORT_HINT}") from None
-        raise BadInput(f"{path} is not a PyTorch state dict ({str(err).splitlines()[0]})") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found:
+            raise BadInput(f"{path} holds a pickled Python object ({found.group(1)}: a whole model?), "
+                           f"which is never unpickled here; {EXPORT_HINT}") from None
+        raise BadInput(f"{path} is not a PyTorch state dict (torch.load with weights_only=True "
+                       "cannot read it)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise BadInput(f"{path} is not a PyTorch state dict ({str(err).splitlines()[0]})") from None
     return as_state_dict(obj, str(path))
@@ -217,9 +220,7 @@ def fit_weights(net: nn.Module, state: Mapping[str, torch.Tensor], arch: str) ->
     expected = net.state_dict()
     for key, tensor in expected.items():
         if key not in state:
-            near = next((k for k in state if k.endswith(f".{key}")), None)
-            hint = f" (the file has '{near}': strip its prefix)" if near else ""
-            raise BadInput(f"weights do not fit {arch}: missing key '{key}'{hint}")
+            raise BadInput(_missing(key, state, arch))
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise BadInput(f"weights do not fit {arch}: '{key}' has shape {tuple(state[key].shape)}, "
                            f"{arch} expects {tuple(tensor.shape)}")
@@ -316,8 +317,14 @@ def _head_outputs(net: nn.Module, head: str, state: Mapping[str, torch.Tensor], 
                        "classification layer")
     key = f"{head}.{linears[-1]}.weight" if linears[-1] else f"{head}.weight"
     if key not in state:
-        raise BadInput(f"weights do not fit {arch}: missing key '{key}' (the classification layer)")
+        raise BadInput(_missing(key, state, arch))
     return int(state[key].shape[0])
+
+
+def _missing(key: str, state: Mapping[str, torch.Tensor], arch: str) -> str:
+    near = next((k for k in state if k.endswith(f".{key}")), None)
+    hint = f" (the file has '{near}': strip its prefix)" if near else ""
+    return f"weights do not fit {arch}: missing key '{key}'{hint}"
 
 
 def _in_channels(net: nn.Module) -> int:
