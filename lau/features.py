@@ -50,8 +50,6 @@ def cache_key(model: SplitModel, depth: int, data_version: str) -> str:
     spec = model.spec
     preprocessing = {"mean": list(spec.mean), "std": list(spec.std), "image_size": spec.image_size,
                      "in_channels": spec.in_channels, "arch": spec.arch, "depth": depth}
-    if spec.extra:  # an adopted model's head, builder arguments, preprocessing source
-        preprocessing["extra"] = spec.extra
     payload = json.dumps({"extractor": extractor_hash(model, depth), "data": data_version,
                           "preprocessing": preprocessing}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
