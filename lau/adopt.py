@@ -75,7 +75,7 @@ class AdoptedModel(SplitModel):
         self.spec = spec
         self.normalize = Normalize(spec.mean, spec.std)
         self.net = net
-        self.library = parse_arch(spec.arch)[0]
+        self.library = spec.arch.partition(":")[0]
         modules = dict(net.named_modules())
         self._group_names = head_groups(net, spec.extra["head"]) if self.library != TIMM else [[spec.extra["head"]]]
         self._groups = [modules[g[0]] if len(g) == 1 else nn.Sequential(*(modules[n] for n in g))
@@ -185,7 +185,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as err:
-            raise BadInput(f"{path} is not a safetensors file ({str(err).splitlines()[0]})") from None
+            raise BadInput(f"{path} is not a safetensors file ({_first_line(err)})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -196,7 +196,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise BadInput(f"{path} is not a PyTorch state dict (torch.load with weights_only=True "
                        "cannot read it)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise BadInput(f"{path} is not a PyTorch state dict ({str(err).splitlines()[0]})") from None
+        raise BadInput(f"{path} is not a PyTorch state dict ({_first_line(err)})") from None
     return as_state_dict(obj, str(path))
 
 
@@ -272,7 +272,8 @@ def adopt(arch: str, weights: str | Path | Mapping[str, torch.Tensor], *, head: 
 
 
 def build_from_spec(spec: ModelSpec) -> AdoptedModel:
-    """The adopted architecture of a checkpoint's spec, freshly initialised (load its weights next)."""
+    """The adopted architecture of a checkpoint's spec, its weights NOT initialised: load the
+    checkpoint's state dict into it next, strictly (lau.checkpoint.load_checkpoint does)."""
     library, name = parse_arch(spec.arch)
     net, _ = build_net(library, name, spec.num_classes, spec.image_size, dict(spec.extra.get("builder_kwargs", {})))
     find_head(net, library, spec.extra.get("head", ""))
@@ -290,7 +291,11 @@ def check_split(model: AdoptedModel, atol: float = 1e-4) -> None:
     """F_c(F_f(x)) equals the network's own output at every depth, on a random batch."""
     spec = model.spec
     x = torch.rand(2, spec.in_channels, spec.image_size, spec.image_size, generator=torch.Generator().manual_seed(0))
-    full = model(x)
+    try:
+        full = model(x)
+    except (RuntimeError, ValueError, AssertionError) as err:
+        raise BadInput(f"{spec.arch} does not run on {spec.image_size}x{spec.image_size} images "
+                       f"({_first_line(err)}): set another image size") from None
     for depth in range(1, model.num_blocks):
         out = model.forward_head(model.forward_features(x, depth), depth)
         if out.shape != full.shape or not torch.allclose(out, full, atol=atol, rtol=1e-4):
@@ -325,6 +330,10 @@ def _missing(key: str, state: Mapping[str, torch.Tensor], arch: str) -> str:
     near = next((k for k in state if k.endswith(f".{key}")), None)
     hint = f" (the file has '{near}': strip its prefix)" if near else ""
     return f"weights do not fit {arch}: missing key '{key}'{hint}"
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def _in_channels(net: nn.Module) -> int:

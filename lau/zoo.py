@@ -82,14 +82,19 @@ def build_net(library: str, name: str, num_classes: int, image_size: int,
 
 
 def _create(library: str, name: str, num_classes: int, kwargs: dict) -> nn.Module:
-    with _SkipInit():
-        if library == TIMM:
-            import timm
+    """One network; a TypeError (an argument the model does not take) is left to the caller."""
+    try:
+        with _SkipInit():
+            if library == TIMM:
+                import timm
 
-            return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
-        import torchvision.models as tvm
+                return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+            import torchvision.models as tvm
 
-        return tvm.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+            return tvm.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    except (ValueError, AssertionError, RuntimeError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise BadInput(f"{library}:{name} cannot be built with {kwargs or 'its defaults'} ({reason})") from None
 
 
 # Whole init functions that PyTorch dispatches to a function mode (nn.Linear and nn.Conv's

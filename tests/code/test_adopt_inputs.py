@@ -164,3 +164,13 @@ def test_bad_preprocessing_flags_are_refused(state: dict) -> None:
     assert "1 or 3 values" in refusal(adopt, ARCH, state, num_classes=4, mean=(0.5, 0.5), std=(0.2, 0.2))
     assert "unknown torchvision weights" in refusal(adopt, ARCH, state, num_classes=4,
                                                    weights_meta="ResNet18_Weights.NOPE")
+
+
+def test_an_image_size_the_network_cannot_take_is_refused() -> None:
+    import timm
+
+    weights = {"head.weight": torch.zeros(4, 768)}
+    assert "cannot be built with {'image_size': 30}" in refusal(adopt, "torchvision:vit_b_16", weights,
+                                                                num_classes=4, image_size=30)
+    atto = timm.create_model("convnext_atto", num_classes=4).state_dict()
+    assert "does not run on 2x2 images" in refusal(adopt, "timm:convnext_atto", atto, num_classes=4, image_size=2)
