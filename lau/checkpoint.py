@@ -14,9 +14,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from lau.adopt import build_from_spec
 from lau.errors import BadInput
 from lau.models import ModelSpec, SplitModel, build_model
 from lau.utils import file_sha256
+from lau.zoo import is_adopted_arch
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -53,7 +55,10 @@ def save_checkpoint(model: SplitModel, folder: str | Path, *, depth: int = 1,
 
 
 def load_checkpoint(folder: str | Path) -> tuple[SplitModel, dict]:
-    """Rebuild a model from a checkpoint folder; returns (model in eval mode, config dict)."""
+    """Rebuild a model from a checkpoint folder; returns (model in eval mode, config dict).
+
+    An adopted model (arch ``torchvision:...``/``timm:...``) is rebuilt by lau.adopt from the
+    builder, head and preprocessing in its spec; its weights file holds the team's own keys."""
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG, folder / WEIGHTS
     if not config_path.is_file() or not weights_path.is_file():
@@ -72,7 +77,7 @@ def load_checkpoint(folder: str | Path) -> tuple[SplitModel, dict]:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as err:
         raise BadInput(f"checkpoint {folder}: {WEIGHTS} is not a safetensors file ({err})") from None
-    model = build_model(spec)
+    model = build_from_spec(spec) if is_adopted_arch(spec.arch) else build_model(spec)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
@@ -89,10 +94,15 @@ def canonical_safetensors(path: str | Path) -> Path:
     process: the same split would otherwise get a new md5 (data version, cache key) on every run.
     """
     path = Path(path)
-    raw = path.read_bytes()
-    size = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8: 8 + size])
-    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes with spaces
-    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + size:])
+    with open(path, "r+b") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(size))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes with spaces
+        if len(text) == size:  # the usual case: rewrite the header in place, not the whole file
+            handle.seek(8)
+            handle.write(text)
+            return path
+        data = handle.read()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
     return path
