@@ -31,7 +31,8 @@ def module_name(path: Path) -> str:
 
 
 def imported_modules(path: Path) -> set[str]:
-    """Every module a file imports (top level or inside a function), except under TYPE_CHECKING."""
+    """Every module a file imports (top level or inside a function), except under TYPE_CHECKING.
+    ``from package import submodule`` counts as importing the submodule, not the package's __init__."""
     tree = ast.parse(path.read_text())
     skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
                and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
@@ -42,8 +43,11 @@ def imported_modules(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+            submodules = {f"{node.module}.{alias.name}" for alias in node.names
+                          if (REPO / node.module.replace(".", "/") / f"{alias.name}.py").is_file()}
+            found |= submodules
+            if len(submodules) < len(node.names):
+                found.add(node.module)
     return found
 
 
