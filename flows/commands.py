@@ -94,6 +94,9 @@ def forget(args: argparse.Namespace) -> int:
     classes = parse_classes(args.classes)
     drop = parse_drop(args.max_retain_drop) if args.max_retain_drop is not None else None
     ctx = _context(args)
+    from tasks.lineage import verify_champion  # a champion promoted by hand: exit 3 before filing
+
+    verify_champion(ctx.registry, ctx.storage)
     _validate(ctx, classes)
     # a champion whose checkpoint is damaged cannot be unlearned: say so before filing anything
     ctx.registry.load(ctx.registry.require_champion(), ctx.settings.work_dir)

@@ -23,6 +23,7 @@ from lau.utils import progress
 from tasks.common import Context, fault_point
 from tasks.features import cached_features
 from tasks.ledger import FINAL, Request, json_safe, now, read_request, record, retryable_requests
+from tasks.lineage import verify_champion
 from tasks.model import evaluate, gate, unlearn
 from tasks.params_file import exclude_classes
 from tasks.publish import find_version, load_champion, promote, read_champion, read_evaluation, register, tag
@@ -88,6 +89,7 @@ def attempt(ctx: Context, request: Request, max_retain_drop: float | None,
             start: float) -> dict[str, Any] | None:
     """One try on the current champion; None when the champion moved before registration."""
     champion, parent = load_champion(ctx)
+    verify_champion(ctx.registry, ctx.storage, champion)  # tamper evidence: a gated lineage, else exit 3
     depth = ctx.params.unlearn.depth
     cached = cached_features(ctx, parent, depth, champion.tag("data_version"),
                              pinned=(champion.tag("feature_cache_key"), champion.tag("feature_cache_sha256")))

@@ -212,9 +212,29 @@ def test_env_example_names_every_secret_and_fills_none() -> None:
 def test_the_local_stack_never_takes_aws_keys_from_the_shell(tmp_path: Path) -> None:
     """Real AWS keys in the shell must not become the local S3's identity, nor land in .stack/."""
     shell = {"AWS_ACCESS_KEY_ID": "AKIAREALKEY", "AWS_SECRET_ACCESS_KEY": "real-secret"}
-    key, secret = stack.load_credentials(shell, tmp_path, create=True)
+    creds = stack.load_credentials(shell, tmp_path, create=True)
+    key, secret = creds.access_key, creds.secret_key
     assert (key, secret) != ("AKIAREALKEY", "real-secret") and key and secret
     assert "AKIAREALKEY" not in (tmp_path / "credentials").read_text()
-    assert stack.load_credentials(shell, tmp_path, create=False) == (key, secret)  # stable
+    assert stack.load_credentials(shell, tmp_path, create=False) == creds  # stable
     chosen = {**shell, "LAU_STACK_ACCESS_KEY_ID": "mine", "LAU_STACK_SECRET_ACCESS_KEY": "my-secret"}
-    assert stack.load_credentials(chosen, tmp_path, create=True) == ("mine", "my-secret")
+    chosen_creds = stack.load_credentials(chosen, tmp_path, create=True)
+    assert (chosen_creds.access_key, chosen_creds.secret_key) == ("mine", "my-secret")
+
+
+def test_a_stack_from_before_authentication_keeps_its_keys_and_gains_the_accounts(tmp_path: Path) -> None:
+    """An older .stack/credentials held the S3 keys only: they stay, every other secret is added,
+    generated once (the next `up` reads the same), in a file only its owner reads."""
+    (tmp_path / "credentials").write_text('{"access_key": "lau0123456789abcdef", "secret_key": "old-secret"}')
+    creds = stack.load_credentials({}, tmp_path, create=True)
+    assert (creds.access_key, creds.secret_key) == ("lau0123456789abcdef", "old-secret")
+    assert creds.complete and len(set(creds.secrets())) == len(creds.secrets())  # all there, all different
+    assert creds.prefect_auth_string.startswith("lau:")
+    assert stack.load_credentials({}, tmp_path, create=True) == creds
+    assert (tmp_path / "credentials").stat().st_mode & 0o077 == 0
+    exported = stack.env_values(stack.load_config({"LAU_STACK_DIR": str(tmp_path)}))
+    assert exported["MLFLOW_TRACKING_USERNAME"] == stack.PIPELINE_USER
+    assert exported["MLFLOW_TRACKING_PASSWORD"] == creds.mlflow_pipeline_password
+    assert exported["LAU_VIEWER_PASSWORD"] == creds.mlflow_viewer_password
+    assert exported["PREFECT_API_AUTH_STRING"] == creds.prefect_auth_string
+    assert creds.mlflow_admin_password not in exported.values()  # the admin's is never exported
