@@ -15,28 +15,31 @@ admin adds sees nothing until granted.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import urllib.parse
 
 from infra.stack.config import Config, StackError, progress
 from infra.stack.credentials import MLFLOW_ADMIN, PIPELINE_USER, VIEWER_USER
-from infra.stack.health import http_call
+from infra.stack.health import NotHealthy, http_call
 
 USERS = "/api/2.0/mlflow/users"
 PERMISSIONS = "/api/3.0/mlflow/users/permissions"
 RESOURCE_TYPES = ("experiment", "registered_model")
 
 
-def accounts(cfg: Config) -> list[tuple[str, str, str]]:
-    """(username, password, permission on every experiment and registered model)."""
-    return [(PIPELINE_USER, cfg.creds.mlflow_pipeline_password, "MANAGE"),
-            (VIEWER_USER, cfg.creds.mlflow_viewer_password, "READ")]
-
-
 def ensure_accounts(cfg: Config) -> None:
-    """Create or repair the pipeline's and the viewer's accounts and their grants."""
-    admin = f"{MLFLOW_ADMIN}:{cfg.creds.mlflow_admin_password}"
-    base = cfg.url("mlflow")
-    for username, password, permission in accounts(cfg):
+    """Create or repair the local stack's pipeline and viewer accounts and their grants."""
+    c = cfg.creds
+    provision(cfg.url("mlflow"), c.mlflow_admin_password, c.mlflow_pipeline_password, c.mlflow_viewer_password)
+
+
+def provision(base: str, admin_password: str, pipeline_password: str, viewer_password: str) -> None:
+    """The pipeline (MANAGE) and the viewer (READ) on every experiment and registered model of the
+    MLflow server at ``base``, as its admin."""
+    admin = f"{MLFLOW_ADMIN}:{admin_password}"
+    for username, password, permission in ((PIPELINE_USER, pipeline_password, "MANAGE"),
+                                           (VIEWER_USER, viewer_password, "READ")):
         ensure_user(base, admin, username, password)
         for resource_type in RESOURCE_TYPES:
             ensure_grant(base, admin, username, resource_type, permission)
@@ -96,3 +99,25 @@ def call(base: str, admin: str, method: str, path: str, body: dict | None = None
         return json.loads(data or b"{}")
     except ValueError:
         return {}
+
+
+def main() -> int:
+    """`python -m infra.stack.accounts URL`: the same accounts on a team's MLflow (the Kubernetes Job
+    mlflow-accounts, infra/production), passwords from MLFLOW_AUTH_ADMIN_PASSWORD,
+    MLFLOW_PIPELINE_PASSWORD and MLFLOW_VIEWER_PASSWORD."""
+    names = ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_VIEWER_PASSWORD")
+    missing = [n for n in names if not os.environ.get(n)]
+    if len(sys.argv) != 2 or missing:
+        print(f"usage: python -m infra.stack.accounts MLFLOW_URL (with {', '.join(missing or names)} set)",
+              file=sys.stderr)
+        return 2
+    try:
+        provision(sys.argv[1].rstrip("/"), *(os.environ[n] for n in names))
+    except (StackError, NotHealthy) as error:
+        print(f"lau accounts: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
