@@ -228,9 +228,9 @@ def test_the_local_stack_never_takes_aws_keys_from_the_shell(tmp_path: Path) -> 
 def test_a_stack_from_before_authentication_keeps_its_keys_and_gains_the_accounts(tmp_path: Path) -> None:
     """An older .stack/credentials held the S3 keys only: they stay, every other secret is added,
     generated once (the next `up` reads the same), in a file only its owner reads."""
-    (tmp_path / "credentials").write_text('{"access_key": "lau0123456789abcdef", "secret_key": "old-secret"}')
+    (tmp_path / "credentials").write_text('{"access_key": "older-key-id", "secret_key": "old-secret"}')
     creds = stack.load_credentials({}, tmp_path, create=True)
-    assert (creds.access_key, creds.secret_key) == ("lau0123456789abcdef", "old-secret")
+    assert (creds.access_key, creds.secret_key) == ("older-key-id", "old-secret")
     assert creds.complete and len(set(creds.secrets())) == len(creds.secrets())  # all there, all different
     assert creds.prefect_auth_string.startswith("lau:")
     assert stack.load_credentials({}, tmp_path, create=True) == creds
