@@ -30,19 +30,21 @@ AWS_LIKE = [
 HOLDERS = ("credentials", "env", "s3-identities.json")
 
 
-def credentials() -> list[str]:
-    """Every secret of the stack (key ids too): .stack/credentials, and the environment's keys."""
+def credentials() -> dict[str, str]:
+    """Every secret of the stack (key ids too), by name: .stack/credentials, and the environment's keys."""
+    from dataclasses import asdict
+
     from infra import stack
 
-    found = stack.load_config(os.environ).creds.secrets()
-    found += [os.environ[v] for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if os.environ.get(v)]
+    found = {name: value for name, value in asdict(stack.load_config(os.environ).creds).items() if value}
+    found.update({v: os.environ[v] for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if os.environ.get(v)})
     assert len(found) >= 9, "no stack credentials to look for"
-    return sorted(set(found))
+    return found
 
 
 def leaks(text: str) -> list[str]:
-    """Which secrets the text holds, each shown by its first 4 characters only."""
-    return [f"{secret[:4]}..." for secret in credentials() if secret in text]
+    """The names of the secrets that the text holds (never the values)."""
+    return [name for name, secret in credentials().items() if secret in text]
 
 
 def tracked_files() -> list[Path]:
