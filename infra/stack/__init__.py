@@ -22,8 +22,8 @@ survive ``down`` / ``up``. Settings, all optional, from the environment:
     default "lau-process", that prefect.yaml's deployments use; `down` stops it whatever LAU_WORKER says).
 
 Every service asks for credentials (infra/stack/credentials.py): S3 its keys, MLflow its basic-auth
-accounts (the pipeline's, a read-only viewer's, the admin's; infra/stack/accounts.py), Prefect its
-auth string. ``.stack/env`` exports the pipeline's, and the viewer's as LAU_VIEWER_*.
+accounts (the pipeline's, a read-only viewer's, the admin's; infra/stack/accounts.py, and on a team
+server `python -m infra.stack.provision`), Prefect its auth string. ``.stack/env`` exports the pipeline's, and the viewer's as LAU_VIEWER_*.
 
 Modules: config (settings), credentials, services (command lines, environments), health,
 accounts (MLflow's users and grants), commands (up, down, status, env).

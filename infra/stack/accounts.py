@@ -15,13 +15,11 @@ admin adds sees nothing until granted.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import urllib.parse
 
 from infra.stack.config import Config, StackError, progress
 from infra.stack.credentials import MLFLOW_ADMIN, PIPELINE_USER, VIEWER_USER
-from infra.stack.health import NotHealthy, http_call
+from infra.stack.health import http_call
 
 USERS = "/api/2.0/mlflow/users"
 PERMISSIONS = "/api/3.0/mlflow/users/permissions"
@@ -87,8 +85,8 @@ def call(base: str, admin: str, method: str, path: str, body: dict | None = None
     """One admin request; any answer but 200 is a StackError naming it (never the body's secrets)."""
     status, data = http_call(f"{base}{path}", method, auth=admin, body=body, timeout=30)
     if status == 401:
-        raise StackError("MLflow rejects the admin password of .stack/credentials "
-                         "(.stack/mlflow/basic_auth.db holds another one)")
+        raise StackError(f"MLflow rejects {MLFLOW_ADMIN}'s password (.stack/credentials, or "
+                         "MLFLOW_AUTH_ADMIN_PASSWORD): its user database holds another one")
     if status != 200:
         try:
             message = json.loads(data).get("message", "")[:200]
@@ -100,24 +98,3 @@ def call(base: str, admin: str, method: str, path: str, body: dict | None = None
     except ValueError:
         return {}
 
-
-def main() -> int:
-    """`python -m infra.stack.accounts URL`: the same accounts on a team's MLflow (the Kubernetes Job
-    mlflow-accounts, infra/production), passwords from MLFLOW_AUTH_ADMIN_PASSWORD,
-    MLFLOW_PIPELINE_PASSWORD and MLFLOW_VIEWER_PASSWORD."""
-    names = ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_PIPELINE_PASSWORD", "MLFLOW_VIEWER_PASSWORD")
-    missing = [n for n in names if not os.environ.get(n)]
-    if len(sys.argv) != 2 or missing:
-        print(f"usage: python -m infra.stack.accounts MLFLOW_URL (with {', '.join(missing or names)} set)",
-              file=sys.stderr)
-        return 2
-    try:
-        provision(sys.argv[1].rstrip("/"), *(os.environ[n] for n in names))
-    except (StackError, NotHealthy) as error:
-        print(f"lau accounts: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
