@@ -31,7 +31,18 @@ accounts (MLflow's users and grants), commands (up, down, status, env).
 Errors are one line on stderr and a non-zero exit; progress goes to stderr, addresses to stdout.
 """
 
-from infra.stack.commands import cmd_down, cmd_status, cmd_up, env_lines, main, running_pid, write_env_file
+from infra.stack.commands import (
+    cmd_down,
+    cmd_status,
+    cmd_up,
+    env_lines,
+    launch,
+    main,
+    running_pid,
+    stop,
+    wait_healthy,
+    write_env_file,
+)
 from infra.stack.config import HOST, REGION, Config, Ports, StackError, load_config
 from infra.stack.credentials import MLFLOW_ADMIN, PIPELINE_USER, VIEWER_USER, Credentials, load_credentials
 from infra.stack.health import CredentialsRejected, NotHealthy, check_health
@@ -40,6 +51,6 @@ from infra.stack.services import Service, command, env_values, service_env, serv
 __all__ = [
     "HOST", "MLFLOW_ADMIN", "PIPELINE_USER", "REGION", "VIEWER_USER", "Config", "Credentials",
     "CredentialsRejected", "NotHealthy", "Ports", "Service", "StackError", "check_health", "cmd_down",
-    "cmd_status", "cmd_up", "command", "env_lines", "env_values", "load_config", "load_credentials", "main",
-    "running_pid", "service_env", "services", "write_env_file",
+    "cmd_status", "cmd_up", "command", "env_lines", "env_values", "launch", "load_config", "load_credentials",
+    "main", "running_pid", "service_env", "services", "stop", "wait_healthy", "write_env_file",
 ]

@@ -1,4 +1,4 @@
-"""The local stack (infra/stack.py) against the real services: what `make up` promises.
+"""The local stack (infra/stack/) against the real services: what `make up` promises.
 
 Needs the stack up and its settings in the environment: `make up && source .stack/env`
 (`make test` does both). Outside CI the module is skipped when the settings are missing.

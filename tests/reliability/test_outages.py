@@ -108,7 +108,7 @@ def test_process_completes_what_the_long_outages_left(workspace, model: str, pro
 
 def test_a_prefect_restart_does_not_leave_a_model_locked() -> None:
     """Prefect's default keeps concurrency leases in memory: a restart orphaned the held slot and the
-    model stayed locked for good. The stack keeps them on disk (infra/stack.py, LEASE_STORAGE)."""
+    model stayed locked for good. The stack keeps them on disk (infra/stack/services.py, LEASE_STORAGE)."""
     from prefect.client.orchestration import get_client
 
     from flows.lock import lock_name, model_lock
