@@ -42,9 +42,6 @@ def run_lau(args: list[str], env: dict[str, str]) -> tuple[dict, float]:
 def drop_cache(model: str, env: dict[str, str]) -> str:
     """Remove the champion lineage's feature cache, local and on S3; returns its key."""
     os.environ.update(env)
-    from tasks.common import Context
-
-
     ctx = Context.load(model)
     key = ctx.registry.require_champion().tag("feature_cache_key")
     shutil.rmtree(ctx.settings.feature_dir / key, ignore_errors=True)

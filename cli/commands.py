@@ -109,9 +109,12 @@ def forget(args: argparse.Namespace) -> int:
     classes = parse_classes(args.classes)
     drop = parse_drop(args.max_retain_drop)
     ctx = _context(args)
+    from tasks.lineage import verify_champion
+
+    champion = verify_champion(ctx.registry, ctx.storage)  # a hand-promoted champion: exit 3, nothing filed
     _validate(ctx, classes)
     # a champion whose checkpoint is damaged cannot be unlearned: say so before filing anything
-    ctx.registry.load(ctx.registry.require_champion(), ctx.settings.work_dir)
+    ctx.registry.load(champion, ctx.settings.work_dir)
     from flows.deletion import deletion  # after the checks: bad input fails before the heavy imports
 
     console_without_tracebacks()

@@ -6,23 +6,16 @@ from __future__ import annotations
 from prefect import task
 
 from tasks.context import Context
+from tasks.lineage import verify_champion
 from tasks.policy import IO
 from tasks.registry import Version
-from tasks.settings import InfraError
 
 
 @task(name="check champion's lineage", **IO)
 def check_champion(ctx: Context, champion: Version) -> None:
-    """Refuse (InfraError: exit 3, nothing registered) a champion that the pipeline did not make:
-    no verdict in its tags, or one that still serves a class the model has erased."""
-    if champion.tag("gate") != "passed":
-        raise InfraError(f"champion version {champion.version} of '{ctx.model_name}' has no passing gate "
-                         "verdict in its tags (promoted outside the pipeline?); refusing to build on it")
-    erased = set(ctx.erasures.classes(ctx.model_name))
-    served = sorted(erased - set(champion.forgotten) - set(champion.excluded))
-    if served:
-        raise InfraError(f"champion version {champion.version} of '{ctx.model_name}' still serves erased "
-                         f"classes {served} (promoted outside the pipeline?); refusing to build on it")
+    """Refuse (InfraError: exit 3, nothing registered) a champion the pipeline did not make: no gate
+    verdict, an ungated parent chain, an erased class it still serves (tasks/lineage.py)."""
+    verify_champion(ctx.registry, ctx.storage, champion)
 
 
 def root_accuracy(champion: Version | None) -> float | None:

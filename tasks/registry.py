@@ -37,7 +37,7 @@ TAG = "lau."
 CHECKPOINT_PATH = "checkpoint"
 PYTORCH_PATH = "model"
 
-# No HTTP retries inside the MLflow client: the Prefect tasks retry (tasks.common.IO), and retries
+# No HTTP retries inside the MLflow client: the Prefect tasks retry (tasks.policy.IO), and retries
 # layered on retries multiply. With 3 here, an S3 outage behind MLflow's artifact proxy (~9 s per
 # failed upload) kept `lau forget` retrying for ~4 minutes before it could exit 3.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

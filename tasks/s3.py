@@ -14,7 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from tasks.settings import InfraError, Settings
 
-# botocore retries once (a blip); the Prefect tasks' retries (tasks.common.IO) ride out outages.
+# botocore retries once (a blip); the Prefect tasks' retries (tasks.policy.IO) ride out outages.
 # Retries layered on retries multiply: with 4 attempts here, a long S3 outage took ~70 s to exit 3.
 _RETRIES = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=30)
 _AUTH_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"}

