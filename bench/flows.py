@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from lau.errors import BadInput
+from tasks.context import Context
 from tasks.features import s3_key
 
 
