@@ -101,6 +101,7 @@ def cmd_up(cfg: Config, environ: Mapping[str, str]) -> None:
     print(f"S3       {cfg.url('s3')}  (bucket {cfg.bucket})")
     print(f"MLflow   {cfg.url('mlflow')}")
     print(f"Prefect  {cfg.url('prefect')}")
+    print(f"Dashboard {cfg.url('dashboard')}  (/metrics for Prometheus)")
     if cfg.work_pool:
         print(f"Worker   pool {cfg.work_pool}  (deployments: prefect deploy --all)")
     print(f"Settings source {display_path(cfg.stack_dir / 'env')}")
@@ -120,7 +121,7 @@ def start_and_wait(
 ) -> None:
     """S3 and Prefect boot side by side, MLflow once S3 answers (then its accounts are made), the
     worker once Prefect answers. On failure, stop what we started."""
-    s3, mlflow, prefect, *worker = all_services
+    s3, mlflow, prefect, dashboard, *worker = all_services
     launched: dict[str, subprocess.Popen[bytes]] = {}
     since = {s.name: time.monotonic() for s in all_services}
 
@@ -140,6 +141,8 @@ def start_and_wait(
         wait(mlflow)
         ensure_accounts(cfg)
         wait(prefect)
+        start(dashboard)  # reads S3 and MLflow with the viewer's accounts, made just above
+        wait(dashboard)
         for service in worker:
             start(service)
             wait(service)

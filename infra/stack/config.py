@@ -25,6 +25,7 @@ PORT_SETTINGS: dict[str, tuple[str, int, str]] = {
     "s3": ("LAU_S3_PORT", 8333, "S3"),
     "mlflow": ("LAU_MLFLOW_PORT", 5000, "MLflow"),
     "prefect": ("LAU_PREFECT_PORT", 4200, "Prefect"),
+    "dashboard": ("LAU_DASHBOARD_PORT", 8050, "Dashboard"),
     "weed_master": ("LAU_WEED_MASTER_PORT", 9333, "S3 master"),
     "weed_volume": ("LAU_WEED_VOLUME_PORT", 9340, "S3 volume server"),
     "weed_filer": ("LAU_WEED_FILER_PORT", 8888, "S3 filer"),
@@ -43,6 +44,7 @@ class Ports:
     s3: int
     mlflow: int
     prefect: int
+    dashboard: int
     weed_master: int
     weed_volume: int
     weed_filer: int

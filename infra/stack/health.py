@@ -58,6 +58,8 @@ def check_health(service: Service, cfg: Config) -> None:
                       f"{MLFLOW_ADMIN}:{cfg.creds.mlflow_admin_password}")
     elif service.name == "worker":
         check_worker(cfg)
+    elif service.name == "dashboard":
+        check_ok(f"{cfg.url('dashboard')}/healthz")
     else:
         check_ok(f"{cfg.url('prefect')}/api/health")
         check_guarded(f"{cfg.url('prefect')}{PREFECT_PROBE}", "Prefect", cfg.creds.prefect_auth_string)

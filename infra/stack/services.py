@@ -15,6 +15,7 @@ from infra.stack.config import (
     HOST,
     PORT_SETTINGS,
     REGION,
+    REPO_ROOT,
     WEED_FIELDS,
     Config,
     find_weed,
@@ -53,8 +54,9 @@ class Service:
 
 
 def services(cfg: Config, *, every_kind: bool = False) -> list[Service]:
-    """The services in start order (MLflow stores its artifacts on S3, the worker needs Prefect):
-    S3, MLflow and Prefect, and the worker when asked for (or ``every_kind``, to stop it)."""
+    """The services in start order (MLflow stores its artifacts on S3, the dashboard reads S3 and
+    MLflow, the worker needs Prefect): S3, MLflow, Prefect, the ops dashboard, and the worker when
+    asked for (or ``every_kind``, to stop it)."""
 
     def spec(field: str, grpc: bool = False) -> PortSpec:
         env_var, _, label = PORT_SETTINGS[field]
@@ -68,6 +70,7 @@ def services(cfg: Config, *, every_kind: bool = False) -> list[Service]:
         Service("s3", "S3", s3_ports),
         Service("mlflow", "MLflow", (spec("mlflow"),)),
         Service("prefect", "Prefect", (spec("prefect"),)),
+        Service("dashboard", "Dashboard", (spec("dashboard"),)),
         *([Service("worker", "Worker", ())] if cfg.work_pool or every_kind else []),
     ]
 
@@ -80,6 +83,10 @@ def command(service: Service, cfg: Config, environ: Mapping[str, str]) -> list[s
         return mlflow_command(cfg)
     if service.name == "worker":
         return worker_command(cfg)
+    if service.name == "dashboard":  # read-only: it uses the viewer's accounts (dashboard/settings.py)
+        params = environ.get("LAU_PARAMS") or str(REPO_ROOT / "params.yaml")
+        return [sys.executable, "-m", "dashboard", "--host", HOST, "--port", str(cfg.ports.dashboard),
+                "--params", params]
     return [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(cfg.ports.prefect)]
 
 
@@ -180,6 +187,8 @@ def service_env(service: Service, cfg: Config, environ: Mapping[str, str]) -> di
         env.update(prefect_server_env(cfg))
     if service.name == "worker":  # its flow runs inherit this: what `source .stack/env` gives a shell
         env.update(env_values(cfg), PREFECT_HOME=str(cfg.stack_dir / "worker"))
+    if service.name == "dashboard":
+        env.update(env_values(cfg))
     return env
 
 
@@ -218,6 +227,7 @@ def env_values(cfg: Config) -> dict[str, str]:
         "PREFECT_API_AUTH_STRING": c.prefect_auth_string,
         "LAU_BUCKET": cfg.bucket,
         "LAU_S3_ENDPOINT": cfg.url("s3"),
+        "LAU_DASHBOARD_URL": cfg.url("dashboard"),
         "LAU_VIEWER_USERNAME": VIEWER_USER,
         "LAU_VIEWER_PASSWORD": c.mlflow_viewer_password,
         "LAU_VIEWER_AWS_ACCESS_KEY_ID": c.viewer_access_key,

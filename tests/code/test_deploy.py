@@ -63,7 +63,7 @@ def test_lau_worker_adds_a_process_worker_to_the_stack(value: str, tmp_path: Pat
     env = {"LAU_STACK_DIR": str(tmp_path), "LAU_WORKER": value, "AWS_ACCESS_KEY_ID": "k",
            "AWS_SECRET_ACCESS_KEY": "s"}
     cfg = stack.load_config(env)
-    assert [s.name for s in stack.services(cfg)] == ["s3", "mlflow", "prefect", "worker"]
+    assert [s.name for s in stack.services(cfg)] == ["s3", "mlflow", "prefect", "dashboard", "worker"]
     command = stack.command(stack.services(cfg)[-1], cfg, env)
     assert command[command.index("worker"):][:6] == ["worker", "start", "--pool", "lau-process", "--type", "process"]
     worker_env = stack.service_env(stack.services(cfg)[-1], cfg, env)
@@ -73,7 +73,7 @@ def test_lau_worker_adds_a_process_worker_to_the_stack(value: str, tmp_path: Pat
 
 def test_without_lau_worker_there_is_no_worker_but_down_still_stops_one(tmp_path: Path) -> None:
     cfg = stack.load_config({"LAU_STACK_DIR": str(tmp_path), "LAU_WORKER": "0"})
-    assert [s.name for s in stack.services(cfg)] == ["s3", "mlflow", "prefect"]
+    assert [s.name for s in stack.services(cfg)] == ["s3", "mlflow", "prefect", "dashboard"]
     assert [s.name for s in stack.services(cfg, every_kind=True)][-1] == "worker"
     with pytest.raises(stack.StackError, match="LAU_WORKER"):
         stack.load_config({"LAU_STACK_DIR": str(tmp_path), "LAU_WORKER": "maybe"})
