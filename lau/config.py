@@ -91,6 +91,16 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """Sample caps of the evidence (0 = every image): what keeps an evaluation's cost flat in |D|."""
+
+    retain_sample: int = 20000
+    mia_sample: int = 1000
+    probe_sample: int = 5000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class RegistryConfig:
     model_name: str = "lau-classifier"
     alias: str = "champion"
@@ -124,6 +134,7 @@ class Params:
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -153,7 +164,8 @@ _POSITIVE = {"train.epochs", "train.batch_size", "train.lr", "features.batch_siz
              "baselines.batch_size"}
 _NON_NEGATIVE = {"data.max_per_class", "data.image_size", "train.weight_decay", "unlearn.eps",
                  "unlearn.step", "unlearn.pgd_steps", "unlearn.batch_size", "unlearn.margin",
-                 "unlearn.retain_weight", "unlearn.retain_batch", "gate.min_mia_efficacy"}
+                 "unlearn.retain_weight", "unlearn.retain_batch", "gate.min_mia_efficacy",
+                 "evaluation.retain_sample", "evaluation.mia_sample", "evaluation.probe_sample"}
 _UNIT_INTERVAL = {"unlearn.alpha"}
 _CHOICES = {"unlearn.optimizer": ("adam", "sgd"), "unlearn.method": ("lau",),
             "runner.kind": ("local", "dask")}

@@ -43,8 +43,11 @@ def _check(name: str, value: float, op: str, threshold: float) -> Check:
 def verify(metrics: dict, cfg: GateConfig) -> Verdict:
     """Forget accuracy 0 % on train and test images of every class forgotten so far (metrics are
     maxima over them), test-retain drop vs the parent within ``max_retain_drop`` points, and the
-    optional MIA floor."""
-    checks = [
+    optional MIA floor; outputs free of NaN and infinities, when the metrics count them."""
+    checks = []
+    if "non_finite_outputs" in metrics:  # a head gone NaN serves garbage whatever its argmax says
+        checks.append(_check("non_finite_outputs", metrics["non_finite_outputs"], "==", 0))
+    checks += [
         _check("forget_acc", metrics["forget_acc"], "==", 0.0),
         _check("test_forget_acc", metrics["test_forget_acc"], "==", 0.0),
         _check("retain_drop", metrics["retain_drop"], "<=", cfg.max_retain_drop),

@@ -4,7 +4,7 @@
     train      model.*, train.*              -> models/original/, metrics/train.json
     featurize  unlearn.depth, features.*     -> cache/features/features.safetensors
     unlearn    unlearn.*, data.excluded_classes -> models/unlearned/
-    evaluate   gate.*                        -> metrics/unlearn.json, plots/
+    evaluate   gate.*, evaluation.*          -> metrics/unlearn.json, plots/
 
 Each stage reads params.yaml (strictly: a bad key or value is one line on stderr and exit 2, before
 anything is written) and the files of the stages before it, and calls the same lau.pipeline
@@ -60,7 +60,7 @@ def train(params: Params) -> None:
         "params": {"model": _section(params, "model"), "train": _section(params, "train")}})
     fixed = params.replace("features", batch_size=TRAIN_METRICS_BATCH)
     report = pipeline.train_metrics(model, pipeline.featurize(fixed, model, split, data_version, depth=1))
-    write_json(TRAIN_METRICS, {**report["metrics"], "train_images": len(split.train_labels),
+    write_json(TRAIN_METRICS, {**report.metrics, "train_images": len(split.train_labels),
                                "test_images": len(split.test_labels)})
 
 
@@ -99,22 +99,23 @@ def evaluate(params: Params) -> None:
     candidate, config = load_checkpoint(UNLEARNED)
     meta = config["metadata"]
     forgotten = tuple(meta["forgotten"])
-    evaluation = pipeline.evaluate_candidate(parent, candidate, load_features(FEATURES), forgotten)
-    metrics, before, after = evaluation["metrics"], evaluation["before"], evaluation["after"]
+    evaluation = pipeline.evaluate_candidate(parent, candidate, load_features(FEATURES), forgotten,
+                                             cfg=params.evaluation)
+    metrics, before, after = evaluation.metrics, evaluation.before, evaluation.after
     missing = [k for k in CONTRACT_KEYS if k not in metrics]
     if missing:  # pragma: no cover - a contract break in lau.metrics, not a user error
         raise RuntimeError(f"evaluate_candidate lost CONTRACT keys: {missing}")
-    original = {k: before["metrics"][k] for k in ("forget_acc", "test_forget_acc", "retain_acc",
+    original = {k: before.metrics[k] for k in ("forget_acc", "test_forget_acc", "retain_acc",
                                                   "test_retain_acc", "mia_efficacy")}
     write_json(UNLEARN_METRICS, {**metrics, "forgotten_classes": list(forgotten),
                                  "lau_steps": meta["lau"]["steps"], "lau_converged": meta["lau"]["converged"],
                                  "original": original, "gate": verify(metrics, params.gate).to_json()})
     names = list(parent.spec.class_names)
-    before_acc, after_acc = before["per_class_test_acc"], after["per_class_test_acc"]
+    before_acc, after_acc = before.per_class_test_acc, after.per_class_test_acc
     write_json(PER_CLASS, [{"class": c, "name": names[c], "before": before_acc[c], "after": after_acc[c]}
                            for c in range(len(names)) if before_acc[c] is not None])  # excluded: no row
     plot_per_class(before_acc, after_acc, names, list(forgotten), PER_CLASS_PNG)
-    plot_confusion(before["confusion_test"], after["confusion_test"], names, CONFUSION_PNG)
+    plot_confusion(before.confusion_test, after.confusion_test, names, CONFUSION_PNG)
 
 
 STAGES: dict[str, Callable[[Params], None]] = {
