@@ -38,7 +38,7 @@ from lau.metrics import (
     stratified_sample,
 )
 from lau.models import SplitModel
-from lau.utils import json_safe
+from lau.utils import json_safe, torch_threads
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,9 @@ def evaluation_rows(features: FeatureSet, forgotten: tuple[int, ...],
 def evaluate_parent(parent: SplitModel, features: FeatureSet, forgotten: tuple[int, ...],
                     cfg: EvaluationConfig = EvaluationConfig()) -> ModelEvaluation:
     """The parent's side of a deletion's evaluation, probe included; cacheable (see module doc)."""
-    return _evaluate_model(parent, features, forgotten, cfg, probe_result=_probe(parent, features, forgotten, cfg))
+    with torch_threads(1):  # sampled, small products: one thread beats two on a busy machine
+        return _evaluate_model(parent, features, forgotten, cfg,
+                               probe_result=probe_on_features(parent, features, forgotten, cfg))
 
 
 def evaluate_candidate(parent: SplitModel, candidate: SplitModel, features: FeatureSet,
@@ -125,10 +127,11 @@ def evaluate_candidate(parent: SplitModel, candidate: SplitModel, features: Feat
         parent_side = evaluate_parent(parent, features, forgotten, cfg)
     check_parent_side(parent_side, features, forgotten, cfg)
     same_features = features.depth == 1  # the probe reads exactly what it read on the parent
-    after = _evaluate_model(candidate, features, forgotten, cfg,
-                            original_test_retain_acc=parent_side.metrics["test_retain_acc"],
-                            probe_result=_probe_of(parent_side) if same_features else
-                            _probe(candidate, features, forgotten, cfg))
+    with torch_threads(1):
+        after = _evaluate_model(candidate, features, forgotten, cfg,
+                                original_test_retain_acc=parent_side.metrics["test_retain_acc"],
+                                probe_result=_probe_of(parent_side) if same_features else
+                                probe_on_features(candidate, features, forgotten, cfg))
     return Evaluation(after.metrics, parent_side, after, round(time.perf_counter() - start, 4))
 
 
@@ -184,7 +187,7 @@ def _evaluate_model(model: SplitModel, features: FeatureSet, forgotten: tuple[in
                            tuple(sorted(forgotten)), features.key, dataclasses.asdict(cfg))
 
 
-def _probe(model: SplitModel, features: FeatureSet, forgotten: tuple[int, ...],
+def probe_on_features(model: SplitModel, features: FeatureSet, forgotten: tuple[int, ...],
            cfg: EvaluationConfig) -> ProbeResult:
     """The probe on ``model``'s penultimate features of a stratified sample of the whole training set
     (class shares as in the data) and of every forgotten class's test image."""
