@@ -218,6 +218,8 @@ def run_caps(evidence: str, sizes: tuple[int, ...] = (5_000, 50_000), dim: int =
             unlearned = unlearn_classes(params, synthetic.parent, synthetic.features, FORGET_CLASSES)
             models = {"parent": synthetic.parent, "midway": _midway(synthetic.parent, unlearned.candidate),
                       "candidate": unlearned.candidate}
+            if evidence == "probe":  # at depth 1 it reads the cached features only: one value per lineage
+                models = {"any model": synthetic.parent}
             for name, model in models.items():
                 progress(f"[{evidence} caps] {size} rows, {num_classes} classes, {name}")
                 labels = {"num_classes": num_classes, "train_rows": size, "model": name}
