@@ -5,7 +5,7 @@ image folder is), shaped like a ResNet18's penultimate features, and a ResNet18 
 layer is set to the clusters' linear discriminant fitted on the synthetic train rows. No image is read
 and no network is trained. On these, each size runs what a deletion runs (``unlearn_classes``, then
 ``evaluate_parent`` and ``evaluate_candidate``, then ``verify``) and reports wall seconds and the peak
-resident memory above the phase's start (sampled every 5 ms from /proc/self/statm).
+resident memory above the phase's start (sampled every 10 ms from /proc/self/statm).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def make_synthetic(train_rows: int, dim: int, num_classes: int, seed: int = 0) -
 
 
 class PeakMemory:
-    """Peak resident memory above the level at entry, sampled every 5 ms (Linux /proc/self/statm)."""
+    """Peak resident memory above the level at entry, sampled every 10 ms (Linux /proc/self/statm)."""
 
     def __enter__(self) -> PeakMemory:
         self.start = self.peak = _rss()
@@ -119,7 +119,7 @@ class PeakMemory:
         return self
 
     def _watch(self) -> None:
-        while not self._stop.wait(0.005):
+        while not self._stop.wait(0.01):
             self.peak = max(self.peak, _rss())
 
     def __exit__(self, *exc: object) -> None:
@@ -137,36 +137,52 @@ def _rss() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float, float]:
-    """(fn(*args, **kwargs), wall seconds, peak MB above start)."""
+@dataclass(frozen=True)
+class Timed:
+    """A call's result, wall seconds, CPU seconds of the process (less sensitive to other jobs on a
+    shared machine) and peak resident memory above the level at its start."""
+
+    result: Any
+    seconds: float
+    cpu_seconds: float
+    peak_mb: float
+
+
+def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Timed:
     gc.collect()
     with PeakMemory() as memory:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = fn(*args, **kwargs)
-        seconds = time.perf_counter() - start
-    return result, round(seconds, 4), memory.mb
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    return Timed(result, round(seconds, 4), round(cpu_seconds, 4), memory.mb)
 
 
 def run_case(params: Params, synthetic: Synthetic, forget_classes: tuple[int, ...] = FORGET_CLASSES) -> dict:
     """One size: LAU, the parent's side, the candidate's evaluation and the gate, timed."""
     features, parent, cfg = synthetic.features, synthetic.parent, params.evaluation
-    unlearned, lau_s, lau_mb = _timed(unlearn_classes, params, parent, features, forget_classes)
-    side, parent_s, parent_mb = _timed(evaluate_parent, parent, features, unlearned.forgotten, cfg)
-    evaluation, candidate_s, candidate_mb = _timed(evaluate_candidate, parent, unlearned.candidate, features,
-                                                   unlearned.forgotten, parent_side=side, cfg=cfg)
-    verdict, gate_s, _ = _timed(verify, evaluation.metrics, params.gate)
+    lau = _timed(unlearn_classes, params, parent, features, forget_classes)
+    unlearned = lau.result
+    side = _timed(evaluate_parent, parent, features, unlearned.forgotten, cfg)
+    candidate = _timed(evaluate_candidate, parent, unlearned.candidate, features, unlearned.forgotten,
+                       parent_side=side.result, cfg=cfg)
+    evaluation = candidate.result
+    gate = _timed(verify, evaluation.metrics, params.gate)
     metrics = evaluation.metrics
     forget_rows = int(sum((features.train_labels == c).sum() for c in unlearned.forgotten))
     return {
         "num_classes": parent.spec.num_classes, "train_rows": len(features.train_labels),
         "test_rows": len(features.test_labels), "dim": features.train_features.shape[1],
         "forget_rows": forget_rows, "generate_s": round(synthetic.generate_s, 2),
-        "lau_s": lau_s, "lau_engine_s": round(unlearned.result.seconds, 4), "lau_steps": unlearned.result.steps,
-        "evaluate_parent_s": parent_s, "evaluate_candidate_s": candidate_s, "gate_s": gate_s,
-        "total_cold_s": round(lau_s + parent_s + candidate_s + gate_s, 4),
-        "total_warm_s": round(lau_s + candidate_s + gate_s, 4),
-        "lau_peak_mb": lau_mb, "evaluate_parent_peak_mb": parent_mb, "evaluate_candidate_peak_mb": candidate_mb,
-        "parent_test_acc": side.metrics["test_retain_acc"], "gate_passed": verdict.passed,
+        "lau_s": lau.seconds, "lau_engine_s": round(unlearned.result.seconds, 4), "lau_steps": unlearned.result.steps,
+        "evaluate_parent_s": side.seconds, "evaluate_candidate_s": candidate.seconds, "gate_s": gate.seconds,
+        "total_cold_s": round(lau.seconds + side.seconds + candidate.seconds + gate.seconds, 4),
+        "total_warm_s": round(lau.seconds + candidate.seconds + gate.seconds, 4),
+        "lau_cpu_s": lau.cpu_seconds, "evaluate_parent_cpu_s": side.cpu_seconds,
+        "evaluate_candidate_cpu_s": candidate.cpu_seconds,
+        "lau_peak_mb": lau.peak_mb, "evaluate_parent_peak_mb": side.peak_mb,
+        "evaluate_candidate_peak_mb": candidate.peak_mb,
+        "parent_test_acc": side.result.metrics["test_retain_acc"], "gate_passed": gate.result.passed,
+        "load_1min": round(os.getloadavg()[0], 1),
         **{key: metrics[key] for key in ("forget_acc", "test_forget_acc", "retain_drop", "mia_efficacy",
                                          "probe_forget_acc", "retain_acc_images", "test_retain_acc_images",
                                          "mia_members", "mia_non_members", "mia_targets", "probe_train_images")},
@@ -190,7 +206,8 @@ def run_scale(sizes: tuple[int, ...] = SIZES, dim: int = DIM, class_counts: tupl
             del synthetic
             gc.collect()
     return {"synthetic": True, "dim": dim, "seed": seed, "forget_classes": list(FORGET_CLASSES),
-            "evaluation": asdict(params.evaluation), "threads": torch.get_num_threads(),
+            "evaluation": asdict(params.evaluation), "unlearn": asdict(params.unlearn),
+            "threads": torch.get_num_threads(),
             "cpus": os.cpu_count(), "load_average": list(os.getloadavg()),
             "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "rows": rows}
 
@@ -258,14 +275,14 @@ def _caps_case(evidence: str, model: SplitModel, features: FeatureSet, forgotten
         if evidence == "probe" and uncapped_by_seed:  # every row, no sampling: the same for every seed
             uncapped_by_seed[seed] = next(iter(uncapped_by_seed.values()))
         else:
-            uncapped_by_seed[seed] = _timed(_evidence, evidence, model, features, forgotten, uncapped_cfg)[:2]
+            timed = _timed(_evidence, evidence, model, features, forgotten, uncapped_cfg)
+            uncapped_by_seed[seed] = (timed.result, timed.seconds)
         uncapped, uncapped_s = uncapped_by_seed[seed]
         progress(f"[{evidence} caps] seed {seed}: uncapped {uncapped:.2f} in {uncapped_s:.1f} s")
         for cap in caps:
-            value, seconds, _ = _timed(_evidence, evidence, model, features, forgotten,
-                                       replace(cfg, **{key: cap, "seed": seed}))
-            rows.append({**labels, "cap": cap, "seed": seed, "value": round(value, 4),
-                         "uncapped": round(uncapped, 4), "seconds": seconds, "uncapped_seconds": uncapped_s})
+            timed = _timed(_evidence, evidence, model, features, forgotten, replace(cfg, **{key: cap, "seed": seed}))
+            rows.append({**labels, "cap": cap, "seed": seed, "value": round(timed.result, 4),
+                         "uncapped": round(uncapped, 4), "seconds": timed.seconds, "uncapped_seconds": uncapped_s})
     return rows
 
 
@@ -291,8 +308,9 @@ def summarize_caps(rows: list[dict]) -> list[dict]:
 
 SCALE_COLUMNS = ("num_classes", "train_rows", "test_rows", "forget_rows", "lau_s", "lau_steps",
                  "evaluate_parent_s", "evaluate_candidate_s", "gate_s", "total_cold_s", "total_warm_s",
+                 "lau_cpu_s", "evaluate_parent_cpu_s", "evaluate_candidate_cpu_s",
                  "lau_peak_mb", "evaluate_parent_peak_mb", "evaluate_candidate_peak_mb", "forget_acc",
-                 "test_forget_acc", "retain_drop", "mia_efficacy", "probe_forget_acc", "gate_passed")
+                 "test_forget_acc", "retain_drop", "mia_efficacy", "probe_forget_acc", "gate_passed", "load_1min")
 MIA_COLUMNS = ("num_classes", "train_rows", "model", "cap", "mean", "min", "max", "uncapped_mean",
                "uncapped_min", "uncapped_max", "worst_gap", "seconds", "uncapped_seconds")
 
