@@ -95,7 +95,7 @@ class EvaluationConfig:
     """Sample caps of the evidence (0 = every image): what keeps an evaluation's cost flat in |D|."""
 
     retain_sample: int = 20000
-    mia_sample: int = 1000
+    mia_sample: int = 2000
     probe_sample: int = 5000
     seed: int = 0
 

@@ -30,6 +30,7 @@ from lau.metrics import (
     mia,
     per_class_accuracy,
     stratified_sample,
+    svc_predict,
 )
 from lau.models import ModelSpec, SplitModel, clone
 from lau.scale import synthetic_features
@@ -53,7 +54,7 @@ def case() -> tuple[FeatureSet, SplitModel]:
 
 
 class RecordingSVC:
-    """Stands in for sklearn's SVC: records what the MIA fits and asks, answers 'non-member'."""
+    """Stands in for sklearn's SVC: records what the MIA fits on; judges every target a non-member."""
 
     calls: list[dict] = []
 
@@ -62,11 +63,9 @@ class RecordingSVC:
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> RecordingSVC:
         RecordingSVC.calls.append({"x": x.copy(), "y": y.copy()})
+        self.classes_ = np.array([0.0, 1.0])
+        self.support_vectors_, self.dual_coef_, self.intercept_ = np.zeros((1, 1)), np.zeros((1, 1)), np.array([-1.0])
         return self
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        RecordingSVC.calls[-1]["targets"] = len(x)
-        return np.zeros(len(x))
 
 
 def label_sorted_outputs(num_classes: int = 6, per_class: int = 200) -> Outputs:
@@ -111,8 +110,9 @@ def test_the_cap_bounds_what_the_svc_fits_and_judges(monkeypatch: pytest.MonkeyP
     RecordingSVC.calls.clear()
     result = mia(label_sorted_outputs(per_class=400), (0,), sample=60, seed=0)
     (call,) = RecordingSVC.calls
-    assert len(call["x"]) == 120 and call["targets"] == 60  # 60 members + 60 non-members; 60 targets
+    assert len(call["x"]) == 120  # 60 members + 60 non-members
     assert (result.members, result.non_members, result.targets) == (60, 60, 60)
+    assert result.efficacy == 100.0  # every one of the 60 targets judged
 
 
 def mia_case(seed: int = 0) -> Outputs:
@@ -139,6 +139,14 @@ def test_capped_mia_agrees_with_the_uncapped_one() -> None:
     assert 15 < uncapped < 85  # a case where the efficacy is neither 0 nor 100
     capped = [mia(outputs, (0,), sample=500, seed=seed).efficacy for seed in range(3)]
     assert max(abs(value - uncapped) for value in capped) <= 6.0, (uncapped, capped)
+
+
+def test_svc_predict_equals_libsvm() -> None:
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.beta(8, 1, 600), rng.beta(4, 2, 600)])[:, None]
+    svc = sklearn.svm.SVC(C=3, gamma="auto", kernel="rbf").fit(x, np.r_[np.ones(600), np.zeros(600)])
+    targets = rng.uniform(0, 1, (3000, 1))
+    assert np.array_equal(svc_predict(svc, targets, chunk=700), svc.predict(targets))
 
 
 def test_per_class_accuracy_and_confusion_by_bincount_equal_the_loop() -> None:
