@@ -1,14 +1,16 @@
 """A model's evaluation as typed records: what the gate judges, the report shows and the registry keeps.
 
     train_metrics(model, features)                     -> ModelEvaluation (train time: accuracies)
-    evaluate_parent(parent, features, forgotten)       -> ModelEvaluation (the parent's side, cacheable)
+    probe_record(model, features, cfg)                 -> ProbeRecord (lau.probe; once per feature cache)
+    evaluate_parent(parent, features, forgotten, probe=...)  -> ModelEvaluation (the parent's side)
     evaluate_candidate(parent, candidate, features, forgotten, parent_side=...) -> Evaluation
 
 The evidence reads seeded, class-stratified samples capped by ``evaluation.*`` (params.yaml), the
 same images for the parent and the candidate, so its cost does not grow with the dataset; forget
 images are always all read, because the gate requires every one of them to be forgotten. The
 parent's side depends only on (parent, feature cache, forgotten classes, evaluation settings), so a
-caller may compute it once, keep its JSON beside the features (``parent_side_key``), and pass it back.
+caller may compute it once, keep its JSON beside the features (``parent_side_key``), and pass it back;
+the probe, its slowest part, depends on even less (``lau.probe``) and is cached on its own.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ from lau.metrics import (
     non_finite_rows,
     outputs_from_features,
     per_class_accuracy,
-    probe,
     stratified_sample,
 )
 from lau.models import SplitModel
+from lau.probe import ProbeRecord, check_probe, probe_record
 from lau.utils import json_safe, torch_threads
 
 
@@ -106,32 +108,37 @@ def evaluation_rows(features: FeatureSet, forgotten: tuple[int, ...],
 
 
 def evaluate_parent(parent: SplitModel, features: FeatureSet, forgotten: tuple[int, ...],
-                    cfg: EvaluationConfig = EvaluationConfig()) -> ModelEvaluation:
-    """The parent's side of a deletion's evaluation, probe included; cacheable (see module doc)."""
+                    cfg: EvaluationConfig = EvaluationConfig(), *,
+                    probe: ProbeRecord | None = None) -> ModelEvaluation:
+    """The parent's side of a deletion's evaluation; cacheable (see module doc). ``probe``: the
+    parent's probe record, read from a cache (``lau.probe``); fitted here when None (the slow part)."""
     with torch_threads(1):  # sampled, small products: one thread beats two on a busy machine
-        return _evaluate_model(parent, features, forgotten, cfg,
-                               probe_result=probe_on_features(parent, features, forgotten, cfg))
+        if probe is None:
+            probe = probe_record(parent, features, cfg)
+        check_probe(probe, features, cfg)
+        return _evaluate_model(parent, features, forgotten, cfg, probe_result=probe.result(forgotten))
 
 
 def evaluate_candidate(parent: SplitModel, candidate: SplitModel, features: FeatureSet,
                        forgotten: tuple[int, ...], *, parent_side: ModelEvaluation | None = None,
-                       cfg: EvaluationConfig = EvaluationConfig()) -> Evaluation:
+                       probe: ProbeRecord | None = None, cfg: EvaluationConfig = EvaluationConfig()) -> Evaluation:
     """Every CONTRACT metric of the candidate, with the parent scored on the same images.
 
     ``parent_side``: ``evaluate_parent(parent, features, forgotten, cfg)`` computed earlier (e.g. read
-    from a cache); it must match ``features``, ``forgotten`` and ``cfg``, else ValueError. At depth 1
-    the candidate's penultimate features are the cached ones, so the parent's probe is reused as is.
+    from a cache); it must match ``features``, ``forgotten`` and ``cfg``, else ValueError. ``probe``:
+    the parent's probe record, used when ``parent_side`` is computed here. At depth 1 the candidate's
+    penultimate features are the cached ones, so the parent's probe answers for it too; at depth 2+
+    the candidate's own probe is fitted.
     """
     start = time.perf_counter()
     if parent_side is None:
-        parent_side = evaluate_parent(parent, features, forgotten, cfg)
+        parent_side = evaluate_parent(parent, features, forgotten, cfg, probe=probe)
     check_parent_side(parent_side, features, forgotten, cfg)
-    same_features = features.depth == 1  # the probe reads exactly what it read on the parent
     with torch_threads(1):
-        after = _evaluate_model(candidate, features, forgotten, cfg,
-                                original_test_retain_acc=parent_side.metrics["test_retain_acc"],
-                                probe_result=_probe_of(parent_side) if same_features else
-                                probe_on_features(candidate, features, forgotten, cfg))
+        own_probe = _probe_of(parent_side) if features.depth == 1 else \
+            probe_record(candidate, features, cfg).result(forgotten)
+        after = _evaluate_model(candidate, features, forgotten, cfg, probe_result=own_probe,
+                                original_test_retain_acc=parent_side.metrics["test_retain_acc"])
     return Evaluation(after.metrics, parent_side, after, round(time.perf_counter() - start, 4))
 
 
@@ -185,17 +192,6 @@ def _evaluate_model(model: SplitModel, features: FeatureSet, forgotten: tuple[in
     return ModelEvaluation(result["metrics"], tuple(result["per_class_train_acc"]),
                            tuple(result["per_class_test_acc"]), _frozen(result["confusion_test"]),
                            tuple(sorted(forgotten)), features.key, dataclasses.asdict(cfg))
-
-
-def probe_on_features(model: SplitModel, features: FeatureSet, forgotten: tuple[int, ...],
-           cfg: EvaluationConfig) -> ProbeResult:
-    """The probe on ``model``'s penultimate features of a stratified sample of the whole training set
-    (class shares as in the data) and of every forgotten class's test image."""
-    rows = stratified_sample(features.train_labels, cfg.probe_sample, cfg.seed + 20)
-    forget_test = class_mask(features.test_labels, forgotten)
-    _, train_pre = head_outputs(model, features.depth, features.train_features[rows])
-    _, forget_pre = head_outputs(model, features.depth, features.test_features[forget_test])
-    return probe(train_pre, features.train_labels[rows], forget_pre, features.test_labels[forget_test])
 
 
 def _probe_of(side: ModelEvaluation) -> ProbeResult:

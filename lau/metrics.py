@@ -8,6 +8,7 @@ so 100 classes cost the same as 10.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,25 +201,40 @@ def mia_efficacy(outputs: Outputs, forget_classes: tuple[int, ...], sample: int 
     return mia(outputs, forget_classes, sample, seed).efficacy
 
 
-def probe(train_penultimate: torch.Tensor, train_labels: torch.Tensor, forget_penultimate: torch.Tensor,
-          forget_labels: torch.Tensor) -> ProbeResult:
-    """Linear probe (standardised logistic regression) fitted on the given training features, scored
-    on the forgotten classes' test features: how decodable those classes still are."""
+def fit_probe(train_penultimate: torch.Tensor, train_labels: torch.Tensor
+              ) -> Callable[[torch.Tensor], np.ndarray] | None:
+    """A linear probe (standardised logistic regression) fitted on these penultimate features, as a
+    function from features to predicted classes; None when there is nothing finite to fit on."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
-    sizes = (len(train_labels), len(forget_labels))
-    if 0 in sizes or non_finite_rows(train_penultimate, forget_penultimate):
-        return ProbeResult(float("nan"), *sizes)
+    if len(train_labels) == 0 or non_finite_rows(train_penultimate):
+        return None
     train_x = train_penultimate.double().numpy()
     scaler = StandardScaler().fit(train_x)
     # One BLAS thread: on a shared 2-core machine, small matrix products are 3-5x faster that way.
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # lbfgs may stop at max_iter; the score is still the probe's
         fitted = LogisticRegression(max_iter=300).fit(scaler.transform(train_x), train_labels.numpy())
-        predicted = fitted.predict(scaler.transform(forget_penultimate.double().numpy()))
-    return ProbeResult(100.0 * float((predicted == forget_labels.numpy()).mean()), *sizes)
+    del train_x
+
+    def predict(penultimate: torch.Tensor) -> np.ndarray:
+        with threadpool_limits(1):
+            return fitted.predict(scaler.transform(penultimate.double().numpy()))
+
+    return predict
+
+
+def probe(train_penultimate: torch.Tensor, train_labels: torch.Tensor, forget_penultimate: torch.Tensor,
+          forget_labels: torch.Tensor) -> ProbeResult:
+    """The probe fitted on the given training features, scored on the forgotten classes' test
+    features: how decodable those classes still are."""
+    sizes = (len(train_labels), len(forget_labels))
+    predict = fit_probe(train_penultimate, train_labels)
+    if predict is None or not len(forget_labels) or non_finite_rows(forget_penultimate):
+        return ProbeResult(float("nan"), *sizes)
+    return ProbeResult(100.0 * float((predict(forget_penultimate) == forget_labels.numpy()).mean()), *sizes)
 
 
 def probe_forget_accuracy(outputs: Outputs, forget_classes: tuple[int, ...], sample: int = 0,

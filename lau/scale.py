@@ -24,12 +24,13 @@ from typing import Any
 import torch
 
 from lau.config import EvaluationConfig, Params
-from lau.evaluation import evaluate_candidate, evaluate_parent, evaluation_rows, probe_on_features
+from lau.evaluation import evaluate_candidate, evaluate_parent, evaluation_rows
 from lau.features import FeatureSet
 from lau.gate import verify
 from lau.metrics import mia, outputs_from_features
 from lau.models import ModelSpec, SplitModel, build_model, clone
 from lau.pipeline import unlearn_classes
+from lau.probe import probe_record
 from lau.utils import progress
 
 SIZES = (5_000, 50_000, 200_000, 500_000)
@@ -158,11 +159,13 @@ def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Timed:
 
 
 def run_case(params: Params, synthetic: Synthetic, forget_classes: tuple[int, ...] = FORGET_CLASSES) -> dict:
-    """One size: LAU, the parent's side, the candidate's evaluation and the gate, timed."""
+    """One size: the probe record (once per feature cache), then what a deletion runs: LAU, the
+    parent's side of the evaluation, the candidate's, and the gate, each timed."""
     features, parent, cfg = synthetic.features, synthetic.parent, params.evaluation
+    probe = _timed(probe_record, parent, features, cfg)
     lau = _timed(unlearn_classes, params, parent, features, forget_classes)
     unlearned = lau.result
-    side = _timed(evaluate_parent, parent, features, unlearned.forgotten, cfg)
+    side = _timed(evaluate_parent, parent, features, unlearned.forgotten, cfg, probe=probe.result)
     candidate = _timed(evaluate_candidate, parent, unlearned.candidate, features, unlearned.forgotten,
                        parent_side=side.result, cfg=cfg)
     evaluation = candidate.result
@@ -173,6 +176,7 @@ def run_case(params: Params, synthetic: Synthetic, forget_classes: tuple[int, ..
         "num_classes": parent.spec.num_classes, "train_rows": len(features.train_labels),
         "test_rows": len(features.test_labels), "dim": features.train_features.shape[1],
         "forget_rows": forget_rows, "generate_s": round(synthetic.generate_s, 2),
+        "probe_s": probe.seconds, "probe_cpu_s": probe.cpu_seconds, "probe_peak_mb": probe.peak_mb,
         "lau_s": lau.seconds, "lau_engine_s": round(unlearned.result.seconds, 4), "lau_steps": unlearned.result.steps,
         "evaluate_parent_s": side.seconds, "evaluate_candidate_s": candidate.seconds, "gate_s": gate.seconds,
         "total_cold_s": round(lau.seconds + side.seconds + candidate.seconds + gate.seconds, 4),
@@ -261,7 +265,7 @@ def _evidence(evidence: str, model: SplitModel, features: FeatureSet, forgotten:
     """The MIA efficacy or the probe's forget accuracy as an evaluation with ``cfg`` computes it;
     ``cfg.*_sample`` 0 reads every image (and every retain image: retain_sample 0)."""
     if evidence == "probe":
-        return probe_on_features(model, features, forgotten, cfg).forget_acc
+        return probe_record(model, features, cfg).result(forgotten).forget_acc
     rows = evaluation_rows(features, forgotten, cfg)
     return mia(outputs_from_features(model, features, *rows), forgotten, cfg.mia_sample, cfg.seed).efficacy
 
@@ -306,9 +310,9 @@ def summarize_caps(rows: list[dict]) -> list[dict]:
     return summary
 
 
-SCALE_COLUMNS = ("num_classes", "train_rows", "test_rows", "forget_rows", "lau_s", "lau_steps",
+SCALE_COLUMNS = ("num_classes", "train_rows", "test_rows", "forget_rows", "probe_s", "lau_s", "lau_steps",
                  "evaluate_parent_s", "evaluate_candidate_s", "gate_s", "total_cold_s", "total_warm_s",
-                 "lau_cpu_s", "evaluate_parent_cpu_s", "evaluate_candidate_cpu_s",
+                 "lau_cpu_s", "evaluate_parent_cpu_s", "evaluate_candidate_cpu_s", "probe_peak_mb",
                  "lau_peak_mb", "evaluate_parent_peak_mb", "evaluate_candidate_peak_mb", "forget_acc",
                  "test_forget_acc", "retain_drop", "mia_efficacy", "probe_forget_acc", "gate_passed", "load_1min")
 MIA_COLUMNS = ("num_classes", "train_rows", "model", "cap", "mean", "min", "max", "uncapped_mean",

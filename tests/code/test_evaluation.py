@@ -29,10 +29,12 @@ from lau.metrics import (
     confusion_matrix,
     mia,
     per_class_accuracy,
+    probe,
     stratified_sample,
     svc_predict,
 )
 from lau.models import ModelSpec, SplitModel, clone
+from lau.probe import ProbeRecord, probe_record
 from lau.scale import synthetic_features
 
 
@@ -238,3 +240,23 @@ def test_sample_sizes_are_reported_and_forget_images_are_all_read(case: tuple[Fe
     full = evaluate_candidate(parent, clone(parent), features, (3,), cfg=EvaluationConfig(retain_sample=0)).metrics
     assert full["retain_acc_images"] == len(features.train_labels) - forget_train
     assert metrics["forget_acc"] == full["forget_acc"]  # every forget image, whatever the cap
+
+
+def test_one_probe_record_answers_every_deletion_of_a_lineage(case: tuple[FeatureSet, SplitModel]) -> None:
+    """Fitted once on the cached features, the record gives the probe's accuracy on any forgotten
+    set, as the probe fitted on the same sample and scored on those classes' test images does."""
+    features, parent = case
+    cfg = EvaluationConfig(probe_sample=600)
+    record = probe_record(parent, features, cfg)
+    back = ProbeRecord.from_json(roundtrip(record.to_json()))
+    assert back == record and record.train_images == 600
+    rows = stratified_sample(features.train_labels, 600, cfg.seed + 20)
+    for forgotten in ((3,), (1, 3)):
+        forget_test = torch.isin(features.test_labels, torch.tensor(forgotten))
+        direct = probe(features.train_features[rows], features.train_labels[rows],
+                       features.test_features[forget_test], features.test_labels[forget_test])
+        assert record.result(forgotten) == direct
+    cached = evaluate_parent(parent, features, (3,), cfg, probe=back)
+    assert cached == evaluate_parent(parent, features, (3,), cfg)
+    with pytest.raises(ValueError, match="probe record"):
+        evaluate_parent(parent, features, (3,), EvaluationConfig(probe_sample=700), probe=back)
