@@ -96,7 +96,7 @@ class EvaluationConfig:
 
     retain_sample: int = 20000
     mia_sample: int = 2000
-    probe_sample: int = 5000
+    probe_sample: int = 50000
     seed: int = 0
 
 
