@@ -99,18 +99,30 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return 100.0 * (logits.argmax(1) == labels).float().mean().item()
 
 
-def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float | None]:
-    """Accuracy of every class (None for a class without images), from two bincounts."""
-    correct = torch.bincount(labels[logits.argmax(1) == labels], minlength=num_classes)
-    total = torch.bincount(labels, minlength=num_classes)
+def class_counts(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(right, total) per class, two bincounts."""
+    return (torch.bincount(labels[predicted == labels], minlength=num_classes),
+            torch.bincount(labels, minlength=num_classes))
+
+
+def per_class_from_counts(correct: torch.Tensor, total: torch.Tensor) -> list[float | None]:
     percent = (100.0 * correct.double() / total.clamp_min(1).double()).tolist()
     return [round(p, 4) if n > 0 else None for p, n in zip(percent, total.tolist())]
 
 
+def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float | None]:
+    """Accuracy of every class (None for a class without images), from two bincounts."""
+    return per_class_from_counts(*class_counts(logits.argmax(1), labels, num_classes))
+
+
+def confusion_from_predictions(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[list[int]]:
+    cells = torch.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes)
+    return cells.view(num_classes, num_classes).tolist()
+
+
 def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[list[int]]:
     """Counts (true class rows, predicted class columns), one bincount."""
-    cells = torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
-    return cells.view(num_classes, num_classes).tolist()
+    return confusion_from_predictions(logits.argmax(1), labels, num_classes)
 
 
 def non_finite_rows(*tensors: torch.Tensor) -> int:
@@ -125,10 +137,12 @@ def stratified_sample(labels: torch.Tensor, size: int, seed: int) -> torch.Tenso
     if size <= 0 or size >= len(labels):
         return torch.arange(len(labels))
     values = labels.numpy()
-    _, counts = np.unique(values, return_counts=True)
+    counts = np.bincount(values)
+    counts = counts[counts > 0]  # classes present, in class order
     quota = _allocate(counts, size)
     shuffled = np.random.default_rng(seed).permutation(len(values))
-    grouped = shuffled[np.argsort(values[shuffled], kind="stable")]  # by class, random within
+    small = values.astype(np.int16) if values.max() < 2**15 else values  # 16-bit: a linear radix sort
+    grouped = shuffled[np.argsort(small[shuffled], kind="stable")]  # by class, random within
     starts = np.cumsum(counts) - counts
     picked = np.concatenate([grouped[start: start + take] for start, take in zip(starts, quota)])
     return torch.from_numpy(np.sort(picked))
@@ -257,7 +271,11 @@ def evaluate(outputs: Outputs, forget_classes: tuple[int, ...], num_classes: int
     in ``non_finite_outputs`` (the gate rejects them). ``probe_result``: a probe already computed on
     the same penultimate features (the parent's, at depth 1); else it is fitted here if ``with_probe``.
     """
-    metrics = _accuracies(outputs, forget_classes, num_classes, original_test_retain_acc)
+    train_predicted, test_predicted = outputs.train_logits.argmax(1), outputs.test_logits.argmax(1)
+    train_counts = class_counts(train_predicted, outputs.train_labels, num_classes)
+    test_counts = class_counts(test_predicted, outputs.test_labels, num_classes)
+    metrics = _accuracies(train_counts, test_counts, forget_classes, original_test_retain_acc)
+    metrics["test_predicted_as_forgotten"] = int(class_mask(test_predicted, forget_classes).sum())
     non_finite = non_finite_rows(outputs.train_logits, outputs.test_logits)
     evidence = mia(outputs, forget_classes, cfg.mia_sample, cfg.seed) if not non_finite else \
         MiaResult(float("nan"), 0, 0, 0)
@@ -274,25 +292,18 @@ def evaluate(outputs: Outputs, forget_classes: tuple[int, ...], num_classes: int
                     "mia_non_members": evidence.non_members, "mia_targets": evidence.targets,
                     "probe_train_images": probe_result.train_images, "probe_test_images": probe_result.test_images})
     metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
-    return {"metrics": metrics,
-            "per_class_train_acc": per_class_accuracy(outputs.train_logits, outputs.train_labels, num_classes),
-            "per_class_test_acc": per_class_accuracy(outputs.test_logits, outputs.test_labels, num_classes),
-            "confusion_test": confusion_matrix(outputs.test_logits, outputs.test_labels, num_classes)}
+    return {"metrics": metrics, "per_class_train_acc": per_class_from_counts(*train_counts),
+            "per_class_test_acc": per_class_from_counts(*test_counts),
+            "confusion_test": confusion_from_predictions(test_predicted, outputs.test_labels, num_classes)}
 
 
-def _accuracies(outputs: Outputs, forget_classes: tuple[int, ...], num_classes: int,
-                original_test_retain_acc: float | None) -> dict:
-    """The accuracy metrics of CONTRACT.md, and how many retain images each retain accuracy read."""
-    forget_train = class_mask(outputs.train_labels, forget_classes)
-    forget_test = class_mask(outputs.test_labels, forget_classes)
-    train_correct = torch.bincount(outputs.train_labels[outputs.train_logits.argmax(1) == outputs.train_labels],
-                                   minlength=num_classes)
-    train_total = torch.bincount(outputs.train_labels, minlength=num_classes)
-    test_correct = torch.bincount(outputs.test_labels[outputs.test_logits.argmax(1) == outputs.test_labels],
-                                  minlength=num_classes)
-    test_total = torch.bincount(outputs.test_labels, minlength=num_classes)
+def _accuracies(train_counts: tuple[torch.Tensor, torch.Tensor], test_counts: tuple[torch.Tensor, torch.Tensor],
+                forget_classes: tuple[int, ...], original_test_retain_acc: float | None) -> dict:
+    """The accuracy metrics of CONTRACT.md from per-class (right, total) counts, and how many retain
+    images each retain accuracy read."""
+    (train_correct, train_total), (test_correct, test_total) = train_counts, test_counts
     forgotten = list(forget_classes)
-    retained = torch.ones(num_classes, dtype=torch.bool)
+    retained = torch.ones(len(train_total), dtype=torch.bool)
     retained[forgotten] = False
     test_retain = _percent(test_correct[retained].sum(), test_total[retained].sum())
     original = test_retain if original_test_retain_acc is None else original_test_retain_acc
@@ -303,9 +314,8 @@ def _accuracies(outputs: Outputs, forget_classes: tuple[int, ...], num_classes: 
         "test_retain_acc": test_retain,
         "original_test_retain_acc": original,
         "retain_drop": original - test_retain,
-        "test_predicted_as_forgotten": int(class_mask(outputs.test_logits.argmax(1), forget_classes).sum()),
-        "retain_acc_images": int((~forget_train).sum()),
-        "test_retain_acc_images": int((~forget_test).sum()),
+        "retain_acc_images": int(train_total[retained].sum()),
+        "test_retain_acc_images": int(test_total[retained].sum()),
     }
 
 
