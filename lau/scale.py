@@ -10,6 +10,7 @@ resident memory above the phase's start (sampled every 10 ms from /proc/self/sta
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
@@ -133,6 +134,14 @@ class PeakMemory:
         return round((self.peak - self.start) / 2**20, 1)
 
 
+def _release_freed_memory() -> None:
+    """glibc's malloc_trim: give freed heap pages back to the system, so RSS reflects what is live."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc: RSS deltas may then under-count a phase that reuses freed memory
+        pass
+
+
 def _rss() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -151,6 +160,7 @@ class Timed:
 
 def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Timed:
     gc.collect()
+    _release_freed_memory()  # else a phase reusing memory freed by the last one shows no growth
     with PeakMemory() as memory:
         start, cpu_start = time.perf_counter(), time.process_time()
         result = fn(*args, **kwargs)
