@@ -57,6 +57,11 @@ class ProbeRecord:
                    data["fitted"], data["features_key"], data["depth"], dict(data["settings"]))
 
 
+def probe_record_key(features_key: str, cfg: EvaluationConfig) -> str:
+    """Where a depth-1 record may be cached: it depends on the feature cache and these settings only."""
+    return f"{features_key}-probe-{cfg.probe_sample}-seed-{cfg.seed}"
+
+
 def probe_settings(cfg: EvaluationConfig) -> dict[str, int]:
     return {"probe_sample": cfg.probe_sample, "seed": cfg.seed}
 

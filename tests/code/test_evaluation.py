@@ -34,7 +34,7 @@ from lau.metrics import (
     svc_predict,
 )
 from lau.models import ModelSpec, SplitModel, clone
-from lau.probe import ProbeRecord, probe_record
+from lau.probe import ProbeRecord, probe_record, probe_record_key
 from lau.scale import synthetic_features
 
 
@@ -260,3 +260,4 @@ def test_one_probe_record_answers_every_deletion_of_a_lineage(case: tuple[Featur
     assert cached == evaluate_parent(parent, features, (3,), cfg)
     with pytest.raises(ValueError, match="probe record"):
         evaluate_parent(parent, features, (3,), EvaluationConfig(probe_sample=700), probe=back)
+    assert probe_record_key(features.key, cfg) != probe_record_key(features.key, EvaluationConfig(probe_sample=700))
