@@ -174,8 +174,9 @@ def train_metrics(model: SplitModel, features: FeatureSet, forgotten: tuple[int,
     val_features = getattr(features, "val_features", None)  # the validation split, where the cache has one
     if val_features is not None and len(val_features):
         metrics["val_acc"] = accuracy(head_outputs(model, features.depth, val_features)[0], features.val_labels)
-    metrics = {key: round(value, 4) for key, value in metrics.items()}
-    metrics["non_finite_outputs"] = non_finite_rows(train_logits, test_logits)
+    non_finite = non_finite_rows(train_logits, test_logits)
+    metrics = {key: float("nan") if non_finite else round(value, 4) for key, value in metrics.items()}
+    metrics["non_finite_outputs"] = non_finite
     return ModelEvaluation(metrics, tuple(per_class_accuracy(train_logits, features.train_labels, k)),
                            tuple(per_class_accuracy(test_logits, features.test_labels, k)),
                            _frozen(confusion_matrix(test_logits, features.test_labels, k)),

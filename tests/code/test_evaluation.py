@@ -261,3 +261,14 @@ def test_one_probe_record_answers_every_deletion_of_a_lineage(case: tuple[Featur
     with pytest.raises(ValueError, match="probe record"):
         evaluate_parent(parent, features, (3,), EvaluationConfig(probe_sample=700), probe=back)
     assert probe_record_key(features.key, cfg) != probe_record_key(features.key, EvaluationConfig(probe_sample=700))
+
+
+def test_a_nan_model_at_train_time_shows_nan_accuracies(case: tuple[FeatureSet, SplitModel]) -> None:
+    features, parent = case
+    broken = clone(parent)
+    with torch.no_grad():
+        broken.blocks[-1].bias[1] = float("inf")
+    metrics = train_metrics(broken, features).metrics
+    assert math.isnan(metrics["train_acc"]) and math.isnan(metrics["test_acc"])
+    assert metrics["non_finite_outputs"] == len(features.train_labels) + len(features.test_labels)
+    assert train_metrics(parent, features).metrics["non_finite_outputs"] == 0
