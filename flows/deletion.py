@@ -24,6 +24,7 @@ from lau.errors import BadInput
 from lau.utils import progress
 from tasks.context import Context
 from tasks.engine import evaluate, gate, unlearn
+from tasks.evaluation_cache import cached_parent_side, cached_probe
 from tasks.evidence import Evidence
 from tasks.features import cached_features
 from tasks.ledger import RejectedBy, Request, RequestStatus
@@ -115,7 +116,11 @@ def attempt(ctx: Context, request: Request, start: float) -> Request | None:
     in_data = tuple(c for c in champion.forgotten if c not in champion.excluded)  # D_f of this lineage
     unlearned = unlearn(ctx.params, parent, cached.features, tuple(request.classes), in_data, champion.excluded)
     fault_point("unlearn", request.request_id)
-    evaluation = evaluate(parent, unlearned.candidate, cached.features, unlearned.forgotten)
+    probe = cached_probe(ctx, parent, cached.features, ctx.params.evaluation)
+    parent_side = cached_parent_side(ctx, parent, champion.tag("weights_sha256"), cached.features,
+                                     unlearned.forgotten, ctx.params.evaluation, probe)
+    evaluation = evaluate(ctx.params, parent, unlearned.candidate, cached.features, unlearned.forgotten,
+                          parent_side, probe)
     metrics = {**evaluation.metrics, **lineage_metrics(evaluation.metrics["test_retain_acc"], champion)}
     verdict = gate(metrics, gate_config(ctx, request))
     evidence = Evidence(

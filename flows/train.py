@@ -21,6 +21,7 @@ from lau.utils import json_safe
 from tasks.context import Context
 from tasks.data import cleaned, prepare_data, upload_data
 from tasks.engine import evaluate_trained, gate_trained, train_model
+from tasks.evaluation_cache import cached_probe
 from tasks.evidence import Evidence
 from tasks.features import cached_features, retire
 from tasks.registry import Version, code_commit
@@ -68,6 +69,7 @@ def make_root(ctx: Context, method: str, replacing: Version | None = None) -> di
     data_version, data_uri = upload_data(ctx, path)
     model = train_model(params, split)
     cached = cached_features(ctx, model, params.unlearn.depth, data_version)
+    cached_probe(ctx, model, cached.features, params.evaluation)  # fitted once: every deletion reads it
     evaluation, erased_metrics = evaluate_trained(params, model, cached.features, erased)
     current = replacing or read_champion(ctx)
     test_retain_acc = evaluation.metrics["test_acc"]

@@ -143,7 +143,8 @@ def run_chain(params: Params, chain: list[int]) -> dict:
     rows, parent, done = [], model, ()
     for cls in chain:
         step = unlearn_classes(params, parent, features, (cls,), done)
-        metrics = evaluate_candidate(parent, step.candidate, features, step.forgotten)["metrics"]
+        metrics = evaluate_candidate(parent, step.candidate, features, step.forgotten,
+                                     cfg=params.evaluation).metrics
         rows.append({"forgotten": list(step.forgotten), "steps": step.result.steps,
                      "converged": step.result.converged, "unlearn_s": round(step.result.seconds, 5),
                      **{k: metrics[k] for k in ("forget_acc", "test_forget_acc", "test_retain_acc",

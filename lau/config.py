@@ -93,6 +93,16 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """Sample caps of the evidence (0 = every image): what keeps an evaluation's cost flat in |D|."""
+
+    retain_sample: int = 20000
+    mia_sample: int = 2000
+    probe_sample: int = 50000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class RegistryConfig:
     model_name: str = "lau-classifier"
     alias: str = "champion"
@@ -133,6 +143,7 @@ class Params:
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -164,7 +175,8 @@ _POSITIVE = {"train.epochs", "train.batch_size", "train.lr", "features.batch_siz
 _NON_NEGATIVE = {"data.max_per_class", "data.image_size", "train.weight_decay", "unlearn.eps",
                  "unlearn.step", "unlearn.pgd_steps", "unlearn.batch_size", "unlearn.margin",
                  "unlearn.retain_weight", "unlearn.retain_batch", "gate.min_mia_efficacy",
-                 "gate.min_test_retain_acc"}
+                 "gate.min_test_retain_acc", "evaluation.retain_sample", "evaluation.mia_sample",
+                 "evaluation.probe_sample"}
 _FINITE_POINTS = {"gate.max_retain_drop", "gate.max_total_retain_drop"}  # -100..100, negative = strict
 _UNIT_INTERVAL = {"unlearn.alpha", "slo.warning_fraction"}
 _CHOICES = {"unlearn.optimizer": ("adam", "sgd"), "unlearn.method": ("lau",),

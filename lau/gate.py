@@ -75,13 +75,14 @@ def _outputs_check(metrics: dict) -> list[Check]:
 
 
 def verify(metrics: dict, cfg: GateConfig) -> Verdict:
-    """A deletion's candidate: forget accuracy 0 % on train and test images of every class forgotten
-    so far (metrics are maxima over them), test-retain drop vs the parent within ``max_retain_drop``
-    points and vs the lineage's root within ``max_total_retain_drop``, finite outputs, and the
+    """A deletion's candidate: outputs free of NaN and infinities (a head gone NaN serves garbage
+    whatever its argmax says), forget accuracy 0 % on train and test images of every class
+    forgotten so far (metrics are maxima over them), test-retain drop vs the parent within
+    ``max_retain_drop`` points and vs the lineage's root within ``max_total_retain_drop``, and the
     optional MIA floor."""
-    checks = [*_forget_checks(metrics),
+    checks = [*_outputs_check(metrics), *_forget_checks(metrics),
               _check("retain_drop", metrics.get("retain_drop"), "<=", cfg.max_retain_drop),
-              *_drift_check(metrics, cfg), *_outputs_check(metrics)]
+              *_drift_check(metrics, cfg)]
     if cfg.min_mia_efficacy > 0:
         checks.append(_check("mia_efficacy", metrics.get("mia_efficacy"), ">=", cfg.min_mia_efficacy))
     return Verdict.of(checks)
@@ -95,4 +96,4 @@ def verify_trained(metrics: dict, cfg: GateConfig, erased: tuple[int, ...] = ())
     checks = [_check("test_retain_acc", metrics.get("test_retain_acc"), ">=", cfg.min_test_retain_acc)]
     if erased:
         checks += _forget_checks(metrics)
-    return Verdict.of([*checks, *_drift_check(metrics, cfg), *_outputs_check(metrics)])
+    return Verdict.of([*_outputs_check(metrics), *checks, *_drift_check(metrics, cfg)])

@@ -6,14 +6,16 @@ registered numbers and a `dvc repro` of the same params and data are the same nu
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from lau.config import Params
 from lau.data import Split, check_classes, prepare
 from lau.errors import BadInput
+
+# Re-exported: the stages and the Prefect tasks reach the evaluation through this module.
+from lau.evaluation import evaluate_candidate as evaluate_candidate
+from lau.evaluation import train_metrics as train_metrics
 from lau.features import FeatureSet, extract_features
-from lau.metrics import evaluate, outputs_from_features
 from lau.models import SplitModel
 from lau.train import fit, new_model
 from lau.unlearn import LAUResult, unlearn
@@ -35,21 +37,6 @@ def featurize(params: Params, model: SplitModel, split: Split, data_version: str
     """F_f features of every image at ``depth`` (default ``unlearn.depth``)."""
     return extract_features(model, split, depth or params.unlearn.depth, data_version,
                             params.features.batch_size)
-
-
-def train_metrics(model: SplitModel, features: FeatureSet, forgotten: tuple[int, ...] = ()) -> dict:
-    """Accuracies of a model (no forgotten class yet, or its lineage's), per class and confusion."""
-    outputs = outputs_from_features(model, features)
-    if not forgotten:
-        from lau.metrics import accuracy, confusion_matrix, per_class_accuracy
-
-        k = model.spec.num_classes
-        return {"metrics": {"train_acc": round(accuracy(outputs.train_logits, outputs.train_labels), 4),
-                            "test_acc": round(accuracy(outputs.test_logits, outputs.test_labels), 4)},
-                "per_class_train_acc": per_class_accuracy(outputs.train_logits, outputs.train_labels, k),
-                "per_class_test_acc": per_class_accuracy(outputs.test_logits, outputs.test_labels, k),
-                "confusion_test": confusion_matrix(outputs.test_logits, outputs.test_labels, k)}
-    return evaluate(outputs, forgotten, model.spec.num_classes)
 
 
 @dataclass(frozen=True)
@@ -87,19 +74,3 @@ def unlearn_classes(params: Params, parent: SplitModel, features: FeatureSet,
     blocked = tuple(sorted(set(forgotten) | set(excluded)))
     candidate, result = unlearn(parent, features, forgotten, params.unlearn, blocked_classes=blocked)
     return Unlearned(candidate, result, forget_classes, forgotten)
-
-
-def evaluate_candidate(parent: SplitModel, candidate: SplitModel, features: FeatureSet,
-                       forgotten: tuple[int, ...]) -> dict:
-    """Every CONTRACT metric of the candidate, with the parent scored on the same retain set.
-
-    Returns {"metrics", "before", "after", "evaluate_s"}: before/after hold per-class accuracies and
-    test confusion matrices for the plots.
-    """
-    start = time.perf_counter()
-    k = parent.spec.num_classes
-    before = evaluate(outputs_from_features(parent, features), forgotten, k, with_probe=False)
-    after = evaluate(outputs_from_features(candidate, features), forgotten, k,
-                     original_test_retain_acc=before["metrics"]["test_retain_acc"])
-    return {"metrics": after["metrics"], "before": before, "after": after,
-            "evaluate_s": round(time.perf_counter() - start, 4)}

@@ -5,7 +5,7 @@
     train      model.*, train.*              -> models/original/, metrics/train.json
     featurize  unlearn.depth, features.*     -> cache/features/features.safetensors
     unlearn    unlearn.*, data.excluded_classes -> models/unlearned/
-    evaluate   gate.*                        -> metrics/unlearn.json, plots/
+    evaluate   gate.*, evaluation.*          -> metrics/unlearn.json, plots/
 
 Each stage reads params.yaml (strictly: a bad key or value is one line on stderr and exit 2, before
 anything is written) and the files of the stages before it, and calls the same lau.pipeline
@@ -79,7 +79,7 @@ def train(params: Params) -> None:
         "params": {"model": _section(params, "model"), "train": _section(params, "train")}})
     fixed = params.replace("features", batch_size=TRAIN_METRICS_BATCH)
     report = pipeline.train_metrics(model, pipeline.featurize(fixed, model, split, data_version, depth=1))
-    write_json(TRAIN_METRICS, {**report["metrics"], "train_images": len(split.train_labels),
+    write_json(TRAIN_METRICS, {**report.metrics, "train_images": len(split.train_labels),
                                "test_images": len(split.test_labels),
                                "excluded_classes": list(split.excluded_classes),
                                "erased_classes": [c for c in erased_classes() if c in split.excluded_classes]})
@@ -127,7 +127,7 @@ def evaluate(params: Params) -> None:
     meta = config["metadata"]
     forgotten, already_erased = tuple(meta["forgotten"]), tuple(meta.get("already_erased", ()))
     features = load_features(FEATURES)
-    evaluation = evaluate_candidate(parent, candidate, features, forgotten)
+    evaluation = evaluate_candidate(parent, candidate, features, forgotten, cfg=params.evaluation)
     metrics = dict(evaluation.metrics)
     if already_erased:
         erased = erased_evidence(candidate, features, erased_split(params.data, already_erased), already_erased,

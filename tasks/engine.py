@@ -7,11 +7,12 @@ from prefect import task
 from lau.config import GateConfig, Params
 from lau.data import Split
 from lau.erased import erased_evidence, erased_split
-from lau.evaluation import Evaluation, ModelEvaluation, evaluate_candidate, evaluate_model
+from lau.evaluation import Evaluation, ModelEvaluation, evaluate_candidate, train_metrics
 from lau.features import FeatureSet
 from lau.gate import Verdict, verify, verify_trained
 from lau.models import SplitModel
 from lau.pipeline import Unlearned, train_original, unlearn_classes
+from lau.probe import ProbeRecord
 from tasks.policy import MATH
 
 
@@ -24,7 +25,7 @@ def train_model(params: Params, split: Split) -> SplitModel:
 def evaluate_trained(params: Params, model: SplitModel, features: FeatureSet,
                      erased: tuple[int, ...]) -> tuple[ModelEvaluation, dict[str, float]]:
     """The model on its own data, and on the erased classes' images it was trained without."""
-    evaluation = evaluate_model(model, features)
+    evaluation = train_metrics(model, features, cfg=params.evaluation)
     images = erased_split(params.data, erased)
     return evaluation, (erased_evidence(model, features, images, erased) if images is not None else {})
 
@@ -36,9 +37,11 @@ def unlearn(params: Params, parent: SplitModel, features: FeatureSet, classes: t
 
 
 @task(name="evaluate candidate", **MATH)
-def evaluate(parent: SplitModel, candidate: SplitModel, features: FeatureSet,
-             forgotten: tuple[int, ...]) -> Evaluation:
-    return evaluate_candidate(parent, candidate, features, forgotten)
+def evaluate(params: Params, parent: SplitModel, candidate: SplitModel, features: FeatureSet,
+             forgotten: tuple[int, ...], parent_side: ModelEvaluation | None = None,
+             probe: ProbeRecord | None = None) -> Evaluation:
+    return evaluate_candidate(parent, candidate, features, forgotten, parent_side=parent_side, probe=probe,
+                              cfg=params.evaluation)
 
 
 @task(name="verification gate", **MATH)
