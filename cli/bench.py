@@ -122,4 +122,14 @@ def _chain(args: argparse.Namespace) -> int:
 
 
 def _scale(args: argparse.Namespace) -> int:
-    raise BadInput("--scale: not available in this build")
+    """Synthetic cached features of each size: LAU, evaluation and gate time, peak memory."""
+    from lau.scale import run_scale, write_scale_outputs
+
+    if args.dim <= 0:
+        raise BadInput(f"--dim must be > 0, got {args.dim}")
+    result = run_scale(tuple(parse_ints(args.sizes, "--sizes")), args.dim,
+                       tuple(parse_ints(args.num_classes, "--num-classes")), 0, params=bench_params(args))
+    paths = write_scale_outputs(result, args.json_path)
+    print(paths["table"].read_text(), file=sys.stderr)
+    print(f"wrote {paths['json']}, {paths['table']}", file=sys.stderr)
+    return ExitCode.OK

@@ -96,8 +96,9 @@ def synthetic_parent(features: FeatureSet, num_classes: int) -> SplitModel:
         residual = features.train_features[rows].double() - means[features.train_labels[rows]]
         squared += float((residual ** 2).sum())
     variance = squared / features.train_features.numel()
+    if model.blocks[-1].in_features != dim:  # another feature width: a head of that width (depth 1 only)
+        model.blocks[-1] = torch.nn.Linear(dim, num_classes)
     head = model.blocks[-1]
-    assert head.in_features == dim, f"synthetic features must be {head.in_features}-d for a ResNet18 head"
     with torch.no_grad():
         head.weight.copy_(means / variance)
         head.bias.copy_(-0.5 * (means ** 2).sum(1) / variance)

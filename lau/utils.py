@@ -61,6 +61,8 @@ def device() -> torch.device:
 @contextlib.contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """Run a block with ``count`` PyTorch CPU threads, then restore the previous setting."""
+    import torch  # see device()
+
     before = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
