@@ -55,5 +55,5 @@ def test_evidence_round_trips_through_json_with_nan_as_null() -> None:
     data = json.loads(json.dumps(evidence.to_json()))
     again = Evidence.from_json(data)
     assert again.verdict == PASSED and again.forgotten == (3,) and again.metrics["forget_acc"] is None
-    assert again.evaluation.after.per_class_train_acc == [99.0, None]
+    assert list(again.evaluation.after.per_class_train_acc) == [99.0, None]
     assert again.ledger_fields("2")["gate"]["passed"] is True
