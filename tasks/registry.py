@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -89,13 +90,19 @@ class MlflowRefused(RuntimeError):
         return self.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
 
+class MlflowForbidden(InfraError):
+    """MLflow refused the credentials (401) or the permission (403)."""
+
+
 def translate(err: MlflowException) -> Exception:
     """A service failure or refused credentials (InfraError: exit 3, retryable once fixed), or a
     refusal of the call itself (MlflowRefused: a 4xx such as "no such version")."""
     first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
     status = err.get_http_status_code() if isinstance(err, RestException) else 500
+    if (plain := re.search(r"error code (\d{3}) != 200", first)) is not None:  # a non-JSON answer
+        status = int(plain.group(1))
     if status in (401, 403):
-        return InfraError(f"MLflow at {mlflow.get_tracking_uri()} refused the credentials (HTTP {status}): "
+        return MlflowForbidden(f"MLflow at {mlflow.get_tracking_uri()} refused the credentials (HTTP {status}): "
                           "check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
     if isinstance(err, RestException) and status < 500:
         return MlflowRefused(f"MLflow refused the request: {first}", err.error_code)
@@ -127,6 +134,23 @@ class Registry:
         except MlflowRefused as err:
             if err.not_found:  # no such model, or no such alias
                 return None
+            raise
+        except MlflowForbidden:
+            # MLflow's basic-auth answers 403 on the alias of a model that does not exist (its
+            # permission lookup needs the model): tell that apart from a real refusal.
+            if not self.exists():
+                return None
+            raise
+
+    def exists(self) -> bool:
+        """Whether the registered model exists (readable by these credentials)."""
+        try:
+            with mlflow_errors():
+                self.client.get_registered_model(self.name)
+            return True
+        except MlflowRefused as err:
+            if err.not_found:
+                return False
             raise
 
     def require_champion(self) -> Version:
@@ -193,13 +217,8 @@ class Registry:
 
     def ensure_registered_model(self) -> None:
         """Create the registered model on first use (a concurrent first registration is fine)."""
-        try:
-            with mlflow_errors():
-                self.client.get_registered_model(self.name)
+        if self.exists():
             return
-        except MlflowRefused as err:
-            if not err.not_found:
-                raise
         try:
             with mlflow_errors():
                 self.client.create_registered_model(

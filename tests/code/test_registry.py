@@ -30,3 +30,10 @@ def test_a_missing_resource_is_a_refusal_the_caller_can_recognise() -> None:
 def test_a_server_failure_is_retryable() -> None:
     err = raised(MlflowException("API request failed with 503"))
     assert isinstance(err, InfraError) and "failed" in str(err)
+
+
+def test_a_plain_403_answer_is_recognised_too() -> None:
+    """MLflow's basic-auth answers some calls with a bare 'Permission denied' (no JSON error)."""
+    err = raised(MlflowException("API request to endpoint /api/2.0/mlflow/registered-models/alias failed "
+                                 "with error code 403 != 200. Response body: 'Permission denied'"))
+    assert isinstance(err, InfraError) and "refused the credentials (HTTP 403)" in str(err)
