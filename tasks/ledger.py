@@ -122,10 +122,12 @@ class Request:
 
 
 class Ledger:
-    """Every model's deletion requests in one bucket."""
+    """Every model's deletion requests in one bucket. Listing reads only the records whose ETag
+    changed since this Ledger last read them: a long-running worker polls it cheaply."""
 
     def __init__(self, storage: Storage):
         self.storage = storage
+        self._records: dict[str, tuple[str, dict]] = {}  # key -> (ETag, record as stored)
 
     @staticmethod
     def key(model: str, request_id: str) -> str:
@@ -154,8 +156,18 @@ class Ledger:
     def list(self, model: str | None = None) -> list[Request]:
         """Every request (of ``model``), oldest first."""
         prefix = f"{PREFIX}{model}/" if model else PREFIX
-        records = [self.storage.get_json(k) for k in self.storage.list(prefix) if k.endswith(".json")]
-        return sorted((Request.from_json(r) for r in records if r), key=lambda r: r.submitted_at)
+        records = []
+        for key, etag in self.storage.list_etags(prefix).items():
+            if not key.endswith(".json"):
+                continue
+            cached = self._records.get(key)
+            if cached is None or cached[0] != etag or not etag:
+                data = self.storage.get_json(key)
+                if data is None:  # deleted between the listing and the read
+                    continue
+                cached = self._records[key] = (etag, data)
+            records.append(Request.from_json(cached[1]))
+        return sorted(records, key=lambda r: r.submitted_at)
 
     def retryable(self, model: str) -> list[Request]:
         """Requests still to do, oldest first (call while holding the model's deletion lock)."""

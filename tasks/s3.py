@@ -86,13 +86,17 @@ class Storage:
             return False
 
     def list(self, prefix: str) -> list[str]:
-        keys, token = [], None
+        return list(self.list_etags(prefix))
+
+    def list_etags(self, prefix: str) -> dict[str, str]:
+        """Every key under ``prefix`` with its ETag (which changes whenever the object is rewritten)."""
+        found, token = {}, None
         while True:
             kwargs = {"Bucket": self.bucket, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
             page = self._call("list_objects_v2", **kwargs)
-            keys += [item["Key"] for item in page.get("Contents", [])]
+            found.update({item["Key"]: item.get("ETag", "") for item in page.get("Contents", [])})
             if not page.get("IsTruncated"):
-                return keys
+                return found
             token = page["NextContinuationToken"]
 
     def delete(self, key: str) -> None:

@@ -61,3 +61,18 @@ def test_the_outcome_follows_the_status(status: str, rejected_by: str | None, ou
 def test_a_threshold_must_be_finite_points_between_minus_100_and_100(value: object) -> None:
     with pytest.raises(BadInput):
         check_drop(value)  # type: ignore[arg-type]
+
+
+def test_listing_again_reads_only_the_records_that_changed(storage, monkeypatch) -> None:  # noqa: ANN001
+    ledger = Ledger(storage)
+    first, second = ledger.add("m", [1]), ledger.add("m", [2])
+    ledger.list("m")
+    reads = []
+    original = storage.get_json
+    monkeypatch.setattr(storage, "get_json", lambda key: reads.append(key) or original(key))
+    assert len(ledger.list("m")) == 2 and reads == []  # nothing changed: one LIST, no GET
+    Ledger(storage).update(Ledger(storage).get(second.request_id, "m"), RequestStatus.RUNNING, "by another process")
+    reads.clear()
+    statuses = {r.request_id: r.status for r in ledger.list("m")}
+    assert reads == [Ledger.key("m", second.request_id)]
+    assert statuses == {first.request_id: RequestStatus.PENDING, second.request_id: RequestStatus.RUNNING}
