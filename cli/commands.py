@@ -208,7 +208,9 @@ def serve(args: argparse.Namespace) -> int:
     ctx = _context(args)
     from flows.deployments import serve_deployments
 
-    serve_deployments(ctx, cron=args.cron, interval=args.interval)
+    if args.poll < 0:
+        raise BadInput(f"--poll must be >= 0 seconds, got {args.poll}")
+    serve_deployments(ctx, cron=args.cron, interval=args.interval, poll_s=args.poll or None)
     return ExitCode.OK
 
 

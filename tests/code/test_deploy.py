@@ -321,3 +321,19 @@ def test_compose_mlflow_and_prefect_ask_for_credentials() -> None:
     assert "PREFECT_SERVER_API_AUTH_STRING" in compose_env(services["prefect-server"])
     worker = compose_env(services["prefect-worker"])
     assert worker["MLFLOW_TRACKING_USERNAME"] == stack.PIPELINE_USER and "MLFLOW_TRACKING_PASSWORD" in worker
+
+
+def test_lau_serve_builds_every_deployment_on_its_cron(tmp_path: Path) -> None:
+    """What `lau serve` serves: the three deployments, the nightly and weekly ones on params.yaml's
+    crons in its time zone (built, not served: no Prefect server needed)."""
+    from flows.deployments import deployments
+    from lau.config import Params
+    from tasks.context import Context
+    from tasks.settings import Settings
+
+    ctx = Context(Params(), Settings(tmp_path / "params.yaml", "lau", None, tmp_path), "m")
+    built = {d.name: d for d in deployments(ctx)}
+    assert set(built) == {"process-pending-m", "deletion-m", "consolidate-m"}
+    crons = {name: [(s.schedule.cron, s.schedule.timezone) for s in d.schedules] for name, d in built.items()}
+    assert crons == {"process-pending-m": [("0 2 * * *", "UTC")], "deletion-m": [],
+                     "consolidate-m": [("0 3 * * 0", "UTC")]}
