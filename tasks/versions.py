@@ -18,7 +18,15 @@ from lau.models import SplitModel
 from lau.utils import file_sha256
 from tasks.context import Context
 from tasks.policy import IO, fault_point
-from tasks.registry import TAG, Version, experiment, log_dataset, log_model_artifacts, mlflow_errors
+from tasks.registry import (
+    TAG,
+    Version,
+    experiment,
+    log_dataset,
+    log_model_artifacts,
+    mlflow_errors,
+    serving_input,
+)
 from tasks.tags import VersionTags
 
 
@@ -54,8 +62,9 @@ def find_version(ctx: Context, request_id: str) -> Version | None:
 def register(ctx: Context, model: SplitModel, tags: VersionTags, *, run_name: str, metrics: dict[str, Any],
              evidence: dict[str, Any], plots_dir: Path | None, data: DataInput) -> Version:
     """One MLflow run (params, metrics, dataset input, plots, evidence, engine checkpoint, pytorch
-    model), then a registered version carrying every tag from the start."""
-    mlflow_tags = tags.to_mlflow()
+    model), then a registered version carrying every tag from the start (with ``lau.serving_input``,
+    what its pytorch model takes, derived from the model itself)."""
+    mlflow_tags = {**tags.to_mlflow(), TAG + "serving_input": json.dumps(serving_input(model), sort_keys=True)}
     with mlflow_errors():
         experiment(ctx.model_name)
         with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp:
