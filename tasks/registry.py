@@ -164,14 +164,17 @@ class Registry:
         InfraError: the registry's artifact is damaged, no request is at fault (it stays retryable)."""
         target = work_dir / "checkpoints" / self.name / version.version
         recorded = version.tag("weights_sha256")
-        if (target / WEIGHTS).is_file() and recorded and file_sha256(target / WEIGHTS) != recorded:
-            progress(f"[registry] local copy of version {version.version} of '{self.name}' is damaged; "
-                     "downloading it again")
-            shutil.rmtree(target, ignore_errors=True)
+        checked = False  # the local copy's hash was compared with the recorded one
+        if (target / WEIGHTS).is_file() and recorded:
+            checked = file_sha256(target / WEIGHTS) == recorded
+            if not checked:
+                progress(f"[registry] local copy of version {version.version} of '{self.name}' is damaged; "
+                         "downloading it again")
+                shutil.rmtree(target, ignore_errors=True)
         if not (target / WEIGHTS).is_file():
             self._download_checkpoint(version, target)
         what = f"version {version.version} of '{self.name}'"
-        if recorded and file_sha256(target / WEIGHTS) != recorded:
+        if recorded and not checked and file_sha256(target / WEIGHTS) != recorded:
             shutil.rmtree(target, ignore_errors=True)
             raise InfraError(f"{what}: the stored checkpoint does not match the sha256 recorded at "
                              "registration (tampered or damaged); refusing to load it")
