@@ -309,3 +309,14 @@ def test_bad_input_is_one_line_exit_2_and_registers_nothing(
         assert "Traceback" not in out + err and not out.strip(), case
         assert not client.search_registered_models(f"name = '{fresh}'"), f"{case}: {fresh} was registered"
     assert [(v.version, v.tags) for v in client.search_model_versions(f"name = '{served.ws.model}'")] == before
+
+
+def test_lau_reproduce_of_an_adopted_lineage_says_where_the_weights_go(
+        served: Served, stage: Stage, capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli.main import main
+
+    monkeypatch.setenv("LAU_PARAMS", str(stage.ws.params))
+    capfd.readouterr()
+    assert main(["reproduce", "2", "--model", served.ws.model]) == 2
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "models/team/" in lines[0] and served.team_uri in lines[0], lines
