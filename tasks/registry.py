@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -251,9 +252,23 @@ def log_model_artifacts(model: SplitModel, checkpoint_dir: Path) -> Any:
         return mlflow.pytorch.log_model(model.eval(), name=PYTORCH_PATH, input_example=example.numpy(),
                                         pip_requirements=pins)
     normalized = model.normalize(example)
-    return mlflow.pytorch.log_model(team_module(model).eval(), name=PYTORCH_PATH, serialization_format="pickle",
-                                    input_example=normalized.numpy(), metadata={"lau_input": serving_input(model)},
-                                    pip_requirements=[*pins, *_library_pins()])
+    with _quiet(logging.getLogger("mlflow.pytorch"), "Pickle or CloudPickle"):  # chosen on purpose, see above
+        return mlflow.pytorch.log_model(team_module(model).eval(), name=PYTORCH_PATH, serialization_format="pickle",
+                                        input_example=normalized.numpy(), metadata={"lau_input": serving_input(model)},
+                                        pip_requirements=[*pins, *_library_pins()])
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger, text: str) -> Iterator[None]:
+    """Drops ``logger``'s records that contain ``text`` for the duration of the block."""
+    def keep(record: logging.LogRecord) -> bool:
+        return text not in record.getMessage()
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def serving_input(model: SplitModel) -> dict[str, Any]:
