@@ -97,7 +97,11 @@ def train(args: argparse.Namespace) -> int:
 
 def consolidate(args: argparse.Namespace) -> int:
     ctx = _context(args)
-    ctx.registry.require_champion()
+    arch = ctx.registry.require_champion().tag("arch")
+    if arch.partition(":")[0] in ("torchvision", "timm"):  # lau.zoo.is_adopted_arch, without importing torch
+        from lau.adopt import retrain_hint
+
+        raise BadInput(retrain_hint(ctx.model_name, arch))
     from flows.train import consolidate as consolidate_flow
 
     console_without_tracebacks()

@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 
-from cli import bench, commands
+from cli import adopt, bench, commands
 from cli.output import CliError, Console, ExitCode, fail, looks_like_infra
 from cli.parse import Parser
 from lau.errors import BadInput
@@ -20,7 +20,7 @@ from tasks.settings import InfraError
 COMMANDS = {"train": commands.train, "forget": commands.forget, "request": commands.request,
             "process": commands.process, "serve": commands.serve, "bench": bench.bench,
             "report": commands.report, "reproduce": commands.reproduce, "erasures": commands.erasures,
-            "consolidate": commands.consolidate, "dashboard": commands.dashboard}
+            "consolidate": commands.consolidate, "dashboard": commands.dashboard, "adopt": adopt.adopt}
 
 
 def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
@@ -69,6 +69,7 @@ def build_parser() -> Parser:
     _deletion_commands(sub)
     _common(sub.add_parser("consolidate", help="retrain on the cleaned data now, gate, promote (the weekly "
                                                "deployment does this on its schedule)"))
+    adopt.add_parser(sub)
     p = sub.add_parser("serve", help="serve the deployments (scheduled deletion flow on its cron)")
     p.add_argument("--cron", default=None, help="override schedule.cron")
     p.add_argument("--interval", type=float, default=None, help="run every N seconds instead of the cron")

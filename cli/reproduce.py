@@ -40,6 +40,10 @@ def reproduce_version(ctx: Context, version: str, workdir: str | None = None) ->
     if parent.tag("parent_version"):
         raise BadInput(f"version {version} is {1 + _depth(ctx, parent)} deletions from its trained model; "
                        "`dvc repro` reproduces versions one deletion away")
+    if parent.tag("method") == "adopt":
+        raise BadInput(f"version {version} was unlearned from a team's model (version {parent_version}, "
+                       f"adopted from {parent.tag('adopted_from').split(' ')[0]}): `dvc repro` needs its weights "
+                       "under models/team/ in your checkout (docs/adopt.md)")
     params = _params_for(target, parent)
     root = Path(workdir or tempfile.mkdtemp(prefix=f"lau-reproduce-{version}-"))
     _checkout(root, target.tag("code_commit"))

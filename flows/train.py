@@ -4,20 +4,28 @@
   not params.yaml), train, cache the features, gate, register, promote.
 - `consolidate` (weekly): the same retrain on the cleaned data, replacing the champion's LAU
   lineage, so the features forget the erased classes too; its report shows the linear-probe
-  residual of the erased classes before (the LAU champion) and after (the retrain).
+  residual of the erased classes before (the LAU champion) and after (the retrain). A team's
+  adopted model is refused: retraining it is the team's job (`lau adopt --replace`, flows/adopt.py).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prefect import flow
 
 from flows.lineage import check_champion, lineage_metrics
 from flows.lock import model_lock
+from lau.adopt import retrain_hint
+from lau.config import Params
+from lau.data import Split
+from lau.errors import BadInput
 from lau.evaluation import Evaluation
+from lau.models import SplitModel
 from lau.utils import json_safe
+from lau.zoo import is_adopted_arch
 from tasks.context import Context
 from tasks.data import cleaned, prepare_data, upload_data
 from tasks.engine import evaluate_trained, gate_trained, train_model
@@ -55,19 +63,23 @@ def consolidate(model_name: str | None = None, params_path: str | None = None) -
     ctx = Context.load(model_name, params_path)
     with model_lock(ctx.model_name):
         champion = ctx.registry.require_champion()
+        if is_adopted_arch(champion.tag("arch")):
+            raise BadInput(retrain_hint(ctx.model_name, champion.tag("arch")))
         check_champion(ctx, champion)
         return make_root(ctx, "consolidate", replacing=champion)
 
 
-def make_root(ctx: Context, method: str, replacing: Version | None = None) -> dict[str, Any]:
-    """Prepare, train, cache features, evaluate (erased classes on their own images), gate, and
-    register + promote only if the gate passes."""
+def make_root(ctx: Context, method: str, replacing: Version | None = None,
+              make_model: Callable[[Params, Split], SplitModel] = train_model,
+              adopted_from: str = "") -> dict[str, Any]:
+    """Prepare, make the model (train it, or adopt the team's), cache features, evaluate (erased
+    classes on their own images), gate, and register + promote only if the gate passes."""
     start = time.perf_counter()
     erased = erased_classes(ctx)
     params = cleaned(ctx.params, erased)
     split, path = prepare_data(params, ctx.settings.work_dir)
+    model = make_model(params, split)  # before anything is uploaded: a model that does not fit the data stops here
     data_version, data_uri = upload_data(ctx, path)
-    model = train_model(params, split)
     cached = cached_features(ctx, model, params.unlearn.depth, data_version)
     cached_probe(ctx, model, cached.features, params.evaluation)  # fitted once: every deletion reads it
     evaluation, erased_metrics = evaluate_trained(params, model, cached.features, erased)
@@ -94,7 +106,7 @@ def make_root(ctx: Context, method: str, replacing: Version | None = None) -> di
         feature_cache_key=cached.features.key, feature_cache_sha256=cached.sha256,
         test_retain_acc=test_retain_acc, code_commit=code_commit(), forgotten_classes=erased,
         excluded_classes=tuple(split.excluded_classes),
-        consolidated_from=replacing.version if replacing else "")
+        consolidated_from=replacing.version if replacing else "", adopted_from=adopted_from)
     data = DataInput(params.data.dataset, data_version, data_uri,
                      {"train_images": len(split.train_labels), "test_images": len(split.test_labels)})
     version = register(ctx, model, tags, run_name=f"{method} {params.data.dataset}/{params.model.arch}",

@@ -280,6 +280,20 @@ def build_from_spec(spec: ModelSpec) -> AdoptedModel:
     return AdoptedModel(spec, net)
 
 
+def already_served(model_name: str, version: str) -> str:
+    """Why a model that has a champion is not adopted again (one line)."""
+    return (f"model '{model_name}' already has a champion (version {version}); adoption makes version 1 of a "
+            "new model: choose another --model, or --replace to put a retrain through the gate as its new root")
+
+
+def retrain_hint(model_name: str, arch: str) -> str:
+    """Why a team's model is not retrained here, and how its retrain plugs in (one line)."""
+    return (f"'{model_name}' is a team's model ({arch}): retraining it is the team's job; retrain it without "
+            f"the erased classes (`lau erasures --model {model_name} --json` lists them), then "
+            f"`lau adopt --replace --model {model_name} --arch {arch} --weights NEW_WEIGHTS` puts it through the "
+            "same gate as its new lineage root")
+
+
 def team_module(model: AdoptedModel) -> nn.Module:
     """The team's own network (its class and state-dict keys), for serving; it expects normalized
     images of ``model.spec.image_size`` (mean/std in ``model.spec``)."""

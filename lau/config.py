@@ -32,6 +32,12 @@ class DataConfig:
 class ModelConfig:
     arch: str = "cnn"
     small_stem: bool = True
+    # An adopted model (arch torchvision:<builder> | timm:<name>): the team's weights and how to read them
+    weights: str = ""
+    head: str = ""
+    weights_meta: str = ""
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -223,6 +229,10 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 
 def _coerce(value: Any, hint: Any, name: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is tuple and typing.get_args(hint)[0] is float:
+        if not isinstance(value, (list, tuple)):
+            raise BadInput(f"'{name}' must be a list of numbers, got {value!r}")
+        return tuple(_coerce(v, float, name) for v in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise BadInput(f"'{name}' must be a list of integers, got {value!r}")

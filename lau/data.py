@@ -117,16 +117,9 @@ def load_imagefolder(root: str, image_size: int = 0) -> RawDataset:
     """One sub-folder per class (e.g. one per enrolled person); classes sorted by folder name."""
     from PIL import Image
 
-    base = _require_root(root, "imagefolder")
-    class_dirs = sorted(p for p in base.iterdir() if p.is_dir())
-    if len(class_dirs) < 2:
-        raise BadInput(f"imagefolder: {base} needs at least two class sub-folders")
-    files = [(f, i) for i, d in enumerate(class_dirs) for f in sorted(d.iterdir())
-             if f.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise BadInput(f"imagefolder: no images under {base}")
+    class_dirs, files = _imagefolder_files(root)
     with Image.open(files[0][0]) as first:
-        mode = "L" if first.mode in ("L", "1", "I", "I;16", "LA") else "RGB"
+        mode = _mode(first)
         side = image_size or min(first.size)
     arrays = []
     for path, _ in files:
@@ -136,6 +129,36 @@ def load_imagefolder(root: str, image_size: int = 0) -> RawDataset:
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
     return RawDataset(images, labels, tuple(d.name for d in class_dirs))
+
+
+def _imagefolder_files(root: str) -> tuple[list[Path], list[tuple[Path, int]]]:
+    """The class folders, sorted by name, and every image with its class id."""
+    base = _require_root(root, "imagefolder")
+    class_dirs = sorted(p for p in base.iterdir() if p.is_dir())
+    if len(class_dirs) < 2:
+        raise BadInput(f"imagefolder: {base} needs at least two class sub-folders")
+    files = [(f, i) for i, d in enumerate(class_dirs) for f in sorted(d.iterdir())
+             if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise BadInput(f"imagefolder: no images under {base}")
+    return class_dirs, files
+
+
+def _mode(image) -> str:  # noqa: ANN001 - a PIL image
+    return "L" if image.mode in ("L", "1", "I", "I;16", "LA") else "RGB"
+
+
+def dataset_classes(cfg: DataConfig) -> tuple[tuple[str, ...], int]:
+    """A dataset's class names and image channels, reading one image of an image folder (the
+    others load the dataset: they are small or read in one go)."""
+    if cfg.dataset != "imagefolder":
+        raw = load_dataset(cfg.dataset, cfg.root, cfg.image_size)
+        return raw.class_names, int(raw.images.shape[1])
+    from PIL import Image
+
+    class_dirs, files = _imagefolder_files(cfg.root)
+    with Image.open(files[0][0]) as first:
+        return tuple(d.name for d in class_dirs), 1 if _mode(first) == "L" else 3
 
 
 DATASETS: dict[str, Callable[..., RawDataset]] = {

@@ -7,7 +7,9 @@ registered numbers and a `dvc repro` of the same params and data are the same nu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from lau.adopt import adopt, check_data
 from lau.config import Params
 from lau.data import Split, check_classes, prepare
 from lau.errors import BadInput
@@ -19,6 +21,7 @@ from lau.features import FeatureSet, extract_features
 from lau.models import SplitModel
 from lau.train import fit, new_model
 from lau.unlearn import LAUResult, unlearn
+from lau.zoo import is_adopted_arch, parse_arch, resolve_preprocessing
 
 
 def prepare_data(params: Params) -> Split:
@@ -26,10 +29,59 @@ def prepare_data(params: Params) -> Split:
     return prepare(params.data)
 
 
+def resolve_params(params: Params) -> Params:
+    """params as the stages use them: an adopted arch is checked, and its images are prepared at
+    the size its preprocessing names when ``data.image_size`` is 0; ``model.weights`` without an
+    adopted arch is refused."""
+    cfg = params.model
+    if not is_adopted_arch(cfg.arch):
+        if cfg.weights:
+            raise BadInput(f"model.weights is set but model.arch '{cfg.arch}' is one of ours, trained here: "
+                           "name the team's architecture torchvision:<builder> or timm:<name>")
+        return params
+    library, name = parse_arch(cfg.arch)
+    if params.data.image_size:
+        return params
+    pre = resolve_preprocessing(library, name, mean=cfg.mean, std=cfg.std, weights_meta=cfg.weights_meta)
+    return params.replace("data", image_size=pre.image_size)
+
+
+def with_adoption(params: Params, *, arch: str, weights: str, head: str = "", weights_meta: str = "",
+                  mean: tuple[float, ...] = (), std: tuple[float, ...] = (), dataset: str | None = None,
+                  root: str | None = None, image_size: int | None = None) -> Params:
+    """params for adopting a team's model: ``model.*`` say which and how, ``data.*`` the data it was
+    trained on (unset ones keep params.yaml's), resolved like the stages' (resolve_params)."""
+    if not is_adopted_arch(arch):
+        parse_arch(arch)  # the one line that says how to name it
+    params = params.replace("model", arch=arch, weights=weights, head=head, weights_meta=weights_meta,
+                            mean=tuple(mean), std=tuple(std))
+    data = {k: v for k, v in (("dataset", dataset), ("root", root), ("image_size", image_size)) if v is not None}
+    return resolve_params(params.replace("data", **data) if data else params)
+
+
 def train_original(params: Params, split: Split) -> SplitModel:
     """The original model, trained on every image of the split (seeded)."""
+    if is_adopted_arch(params.model.arch):
+        raise BadInput(f"model.arch '{params.model.arch}' is a team's model: `lau adopt` registers it "
+                       "(retraining it is the team's job: docs/adopt.md)")
     model = new_model(split, params.model, params.train.seed)
     return fit(model, split.train_images, split.train_labels, params.train, label="train")
+
+
+def adopt_original(params: Params, split: Split, weights: str | Path) -> SplitModel:
+    """The team's model (``model.*``) with ``weights``, checked against the split: its head has one
+    output per class of the data, its first layer takes the images' channels."""
+    return adopt_for_data(params, split.class_names, split.in_channels, split.image_size, weights)
+
+
+def adopt_for_data(params: Params, class_names: tuple[str, ...], in_channels: int, image_size: int,
+                   weights: str | Path) -> SplitModel:
+    """adopt_original for data known by its class names, channels and image size (lau.data.dataset_classes)."""
+    cfg = params.model
+    model = adopt(cfg.arch, weights, head=cfg.head, num_classes=len(class_names), class_names=class_names,
+                  image_size=image_size, mean=cfg.mean, std=cfg.std, weights_meta=cfg.weights_meta)
+    check_data(model, len(class_names), in_channels)
+    return model
 
 
 def featurize(params: Params, model: SplitModel, split: Split, data_version: str, *,

@@ -2,7 +2,8 @@
 
     erasures   the model's erasure record    -> data/erasures.json (`lau erasures --write`, always run)
     prepare    params data.*, erasures       -> data/prepared/dataset.safetensors
-    train      model.*, train.*              -> models/original/, metrics/train.json
+    train      model.*, train.*, models/team/ -> models/original/, metrics/train.json
+               (adopts the team's model in models/team/ when model.arch is torchvision:/timm:)
     featurize  unlearn.depth, features.*     -> cache/features/features.safetensors
     unlearn    unlearn.*, data.excluded_classes -> models/unlearned/
     evaluate   gate.*, evaluation.*          -> metrics/unlearn.json, plots/
@@ -37,13 +38,15 @@ from lau.metrics import CONTRACT_KEYS
 from lau.models import clone
 from lau.report import plot_confusion, plot_per_class
 from lau.unlearn import LAUResult
-from lau.utils import file_md5, json_safe
+from lau.utils import file_md5, file_sha256, json_safe
+from lau.zoo import is_adopted_arch
 
 ERASURES = Path("data/erasures.json")
 PREPARED = Path("data/prepared/dataset.safetensors")
 ORIGINAL = Path("models/original")
 FEATURES = Path("cache/features/features.safetensors")
 UNLEARNED = Path("models/unlearned")
+TEAM = Path("models/team")  # a team's own weights: a declared dependency of `train`
 TRAIN_METRICS = Path("metrics/train.json")
 UNLEARN_METRICS = Path("metrics/unlearn.json")
 PER_CLASS = Path("plots/per_class.json")
@@ -73,9 +76,15 @@ def train(params: Params) -> None:
     """Train the original model; its checkpoint and its accuracies (on depth-1 features), with the
     classes its data left out (``excluded_classes``, of which ``erased_classes`` from the record)."""
     split, data_version = load_split(PREPARED), file_md5(PREPARED)
-    model = pipeline.train_original(params, split)
+    origin: dict[str, Any] = {}
+    if is_adopted_arch(params.model.arch):
+        weights = team_weights(params)
+        model = pipeline.adopt_original(params, split, weights)
+        origin = {"adopted_weights_sha256": file_sha256(weights)}
+    else:
+        model = pipeline.train_original(params, split)
     save_checkpoint(model, ORIGINAL, metadata={
-        "stage": "train", "data_version": data_version,
+        "stage": "train", "data_version": data_version, **origin,
         "params": {"model": _section(params, "model"), "train": _section(params, "train")}})
     fixed = params.replace("features", batch_size=TRAIN_METRICS_BATCH)
     report = pipeline.train_metrics(model, pipeline.featurize(fixed, model, split, data_version, depth=1))
@@ -83,6 +92,18 @@ def train(params: Params) -> None:
                                "test_images": len(split.test_labels),
                                "excluded_classes": list(split.excluded_classes),
                                "erased_classes": [c for c in erased_classes() if c in split.excluded_classes]})
+
+
+def team_weights(params: Params) -> Path:
+    """``model.weights``: a file under models/team/, so that `dvc repro` reruns `train` when it changes."""
+    if not params.model.weights:
+        raise BadInput(f"model.arch '{params.model.arch}' is adopted: set model.weights to its state dict "
+                       f"under {TEAM}/")
+    path = Path(params.model.weights)
+    if path.is_absolute() or TEAM not in path.parents:
+        raise BadInput(f"model.weights '{path}' must be a relative path under {TEAM}/ (train's declared "
+                       "dependency: weights elsewhere would change without `dvc repro` noticing)")
+    return path
 
 
 def featurize(params: Params) -> None:
@@ -225,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        params = load_params(args.params)  # before anything else: a bad value stops the first stage
+        params = pipeline.resolve_params(load_params(args.params))  # a bad value stops the first stage
         start = time.perf_counter()
         STAGES[args.stage](params)
     except BadInput as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
+from lau.adopt import AdoptedModel, team_module
 from lau.checkpoint import WEIGHTS, load_checkpoint
 from lau.errors import BadInput
 from lau.models import SplitModel
@@ -187,14 +189,17 @@ class Registry:
         InfraError: the registry's artifact is damaged, no request is at fault (it stays retryable)."""
         target = work_dir / "checkpoints" / self.name / version.version
         recorded = version.tag("weights_sha256")
-        if (target / WEIGHTS).is_file() and recorded and file_sha256(target / WEIGHTS) != recorded:
-            progress(f"[registry] local copy of version {version.version} of '{self.name}' is damaged; "
-                     "downloading it again")
-            shutil.rmtree(target, ignore_errors=True)
+        checked = False  # the local copy's hash was compared with the recorded one
+        if (target / WEIGHTS).is_file() and recorded:
+            checked = file_sha256(target / WEIGHTS) == recorded
+            if not checked:
+                progress(f"[registry] local copy of version {version.version} of '{self.name}' is damaged; "
+                         "downloading it again")
+                shutil.rmtree(target, ignore_errors=True)
         if not (target / WEIGHTS).is_file():
             self._download_checkpoint(version, target)
         what = f"version {version.version} of '{self.name}'"
-        if recorded and file_sha256(target / WEIGHTS) != recorded:
+        if recorded and not checked and file_sha256(target / WEIGHTS) != recorded:
             shutil.rmtree(target, ignore_errors=True)
             raise InfraError(f"{what}: the stored checkpoint does not match the sha256 recorded at "
                              "registration (tampered or damaged); refusing to load it")
@@ -251,14 +256,58 @@ class Registry:
 
 
 def log_model_artifacts(model: SplitModel, checkpoint_dir: Path) -> Any:
-    """Inside an active run: the engine checkpoint, and an MLflow pytorch model (pt2) that a plain
-    MLflow client loads. Returns the logged model's info (model_uri, model_id)."""
+    """Inside an active run: the engine checkpoint, and an MLflow pytorch model that a plain MLflow
+    client loads. Returns the logged model's info (model_uri, model_id).
+
+    Our own models are logged as pt2 programs (float images in [0, 1], normalized inside). An
+    adopted model is logged as the team's own module, pickled (``serialization_format="pickle"``),
+    so that ``mlflow.pytorch.load_model`` returns an instance of their class (a torchvision or timm
+    model) that takes normalized images, as they served it; ``serving_input`` says how."""
     mlflow.log_artifacts(str(checkpoint_dir), CHECKPOINT_PATH)
-    example = torch.rand(2, model.spec.in_channels, model.spec.image_size, model.spec.image_size)
-    info = mlflow.pytorch.log_model(model.eval(), name=PYTORCH_PATH, input_example=example.numpy(),
-                                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                                                      f"mlflow=={mlflow.__version__}"])
-    return info
+    spec = model.spec
+    example = torch.rand(2, spec.in_channels, spec.image_size, spec.image_size)
+    pins = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+    if not isinstance(model, AdoptedModel):
+        return mlflow.pytorch.log_model(model.eval(), name=PYTORCH_PATH, input_example=example.numpy(),
+                                        pip_requirements=pins)
+    normalized = model.normalize(example)
+    with _quiet(logging.getLogger("mlflow.pytorch"), "Pickle or CloudPickle"):  # chosen on purpose, see above
+        return mlflow.pytorch.log_model(team_module(model).eval(), name=PYTORCH_PATH, serialization_format="pickle",
+                                        input_example=normalized.numpy(), metadata={"lau_input": serving_input(model)},
+                                        pip_requirements=[*pins, *_library_pins()])
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger, text: str) -> Iterator[None]:
+    """Drops ``logger``'s records that contain ``text`` for the duration of the block."""
+    def keep(record: logging.LogRecord) -> bool:
+        return text not in record.getMessage()
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
+def serving_input(model: SplitModel) -> dict[str, Any]:
+    """What the version's MLflow pytorch model takes: image size, and for an adopted model the
+    per-channel mean and std its input must already be normalized with."""
+    spec = model.spec
+    if not isinstance(model, AdoptedModel):
+        return {"images": f"float (N, {spec.in_channels}, {spec.image_size}, {spec.image_size}) in [0, 1]"}
+    return {"images": f"float (N, {spec.in_channels}, {spec.image_size}, {spec.image_size}), normalized: "
+                      "(x - mean) / std with x in [0, 1]",
+            "image_size": spec.image_size, "mean": list(spec.mean), "std": list(spec.std),
+            "class": f"{type(model.net).__module__}.{type(model.net).__qualname__}"}
+
+
+def _library_pins() -> list[str]:
+    """torchvision and timm as installed: the pickled module's class lives in one of them."""
+    import timm
+    import torchvision
+
+    return [f"torchvision=={torchvision.__version__.split('+')[0]}", f"timm=={timm.__version__}"]
 
 
 def log_dataset(name: str, data_version: str, uri: str, split_sizes: dict) -> None:

@@ -37,7 +37,8 @@ class VersionTags:
     root_version: str = ""  # "" when this version is the root
     root_test_retain_acc: float | None = None
     request_ids: tuple[str, ...] = ()
-    consolidated_from: str = ""  # the champion a consolidation replaced
+    consolidated_from: str = ""  # the champion a consolidation (or an adoption with --replace) replaced
+    adopted_from: str = ""  # an adopted model's weights: the file or MLflow URI they came from, and their sha256
     lau: dict[str, Any] = field(default_factory=dict)  # the LAU settings a deletion chose
 
     def __post_init__(self) -> None:
@@ -57,6 +58,7 @@ class VersionTags:
             "parent_version": self.parent_version, "root_version": self.root_version,
             "root_test_retain_acc": "" if self.root_test_retain_acc is None else self.root_test_retain_acc,
             "request_ids": ",".join(self.request_ids), "consolidated_from": self.consolidated_from,
+            "adopted_from": self.adopted_from,
             "lau_settings": json.dumps(self.lau, sort_keys=True) if self.lau else "",
         }
         return {TAG + k: str(v) for k, v in values.items()}

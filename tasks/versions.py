@@ -13,12 +13,19 @@ import mlflow
 import yaml
 from prefect import task
 
-from lau.checkpoint import save_checkpoint
+from lau.checkpoint import CONFIG, save_checkpoint
 from lau.models import SplitModel
-from lau.utils import file_sha256
 from tasks.context import Context
 from tasks.policy import IO, fault_point
-from tasks.registry import TAG, Version, experiment, log_dataset, log_model_artifacts, mlflow_errors
+from tasks.registry import (
+    TAG,
+    Version,
+    experiment,
+    log_dataset,
+    log_model_artifacts,
+    mlflow_errors,
+    serving_input,
+)
 from tasks.tags import VersionTags
 
 
@@ -54,11 +61,35 @@ def find_version(ctx: Context, request_id: str) -> Version | None:
 def register(ctx: Context, model: SplitModel, tags: VersionTags, *, run_name: str, metrics: dict[str, Any],
              evidence: dict[str, Any], plots_dir: Path | None, data: DataInput) -> Version:
     """One MLflow run (params, metrics, dataset input, plots, evidence, engine checkpoint, pytorch
-    model), then a registered version carrying every tag from the start."""
-    mlflow_tags = tags.to_mlflow()
+    model), then a registered version carrying every tag from the start (with ``lau.serving_input``,
+    what its pytorch model takes, derived from the model itself)."""
+    mlflow_tags = {**tags.to_mlflow(), TAG + "serving_input": json.dumps(serving_input(model), sort_keys=True)}
+    local = ctx.settings.work_dir / "checkpoints" / ctx.model_name  # Registry.load's local copies
+    local.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=local, prefix=".registering-") as tmp:
+        run_id, logged = _log_run(ctx, model, tags.depth, mlflow_tags, Path(tmp), run_name=run_name,
+                                  metrics=metrics, evidence=evidence, plots_dir=plots_dir, data=data)
+        version = ctx.registry.register(run_id, logged.model_uri, logged.model_id, mlflow_tags)
+        keep_local_copy(Path(tmp) / "checkpoint", local / version.version)
+    return version
+
+
+def keep_local_copy(checkpoint: Path, target: Path) -> None:
+    """The checkpoint just registered becomes the local copy of its version, so that the next flow
+    on this machine does not download it again (Registry.load still checks its sha256)."""
+    try:
+        checkpoint.rename(target)
+    except OSError:  # a copy is there already (downloaded by another process): keep it
+        pass
+
+
+def _log_run(ctx: Context, model: SplitModel, depth: int, mlflow_tags: dict[str, str], tmp: Path, *, run_name: str,
+             metrics: dict[str, Any], evidence: dict[str, Any], plots_dir: Path | None, data: DataInput) -> tuple[str, Any]:
+    """The MLflow run of a version: returns its id and the logged pytorch model's info; adds the
+    checkpoint's sha256 to ``mlflow_tags``."""
     with mlflow_errors():
         experiment(ctx.model_name)
-        with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp:
+        with mlflow.start_run(run_name=run_name) as run:
             mlflow.log_params(flat_params(ctx.params.to_dict()))
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()
                                 if isinstance(v, (int, float)) and math.isfinite(float(v))})
@@ -67,13 +98,12 @@ def register(ctx: Context, model: SplitModel, tags: VersionTags, *, run_name: st
             if plots_dir and plots_dir.is_dir():
                 mlflow.log_artifacts(str(plots_dir), "plots")
             log_dataset(data.name, data.version, data.uri, data.sizes)
-            checkpoint = save_checkpoint(model, Path(tmp) / "checkpoint", depth=tags.depth,
-                                         metadata={"tags": mlflow_tags})
+            checkpoint = save_checkpoint(model, tmp / "checkpoint", depth=depth, metadata={"tags": mlflow_tags})
             logged = log_model_artifacts(model, checkpoint)
             mlflow.set_tags(mlflow_tags)
-            mlflow_tags[TAG + "weights_sha256"] = file_sha256(checkpoint / "model.safetensors")
+            mlflow_tags[TAG + "weights_sha256"] = json.loads((checkpoint / CONFIG).read_text())["weights_sha256"]
             fault_point("register")
-    return ctx.registry.register(run.info.run_id, logged.model_uri, logged.model_id, mlflow_tags)
+    return run.info.run_id, logged
 
 
 @task(name="promote to champion", **IO)

@@ -4,14 +4,10 @@ only its head changes, and the engine checkpoint rebuilds it exactly, as the tea
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import timm
 import torch
-import torchvision.models as tvm
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -24,37 +20,7 @@ from lau.features import extract_features
 from lau.metrics import evaluate, outputs_from_features, per_class_accuracy
 from lau.pipeline import unlearn_classes
 from lau.utils import progress
-from tests.adopt_helpers import normalized, train_team_model, write_shapes
-
-SIDE = 32
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class Team:
-    """How a team built and fine-tuned its classifier: constructor, the part it fine-tuned, file type."""
-
-    make: Callable[[], nn.Module]
-    trained: str  # module the team fine-tuned (its classification layer or whole classifier)
-    suffix: str  # how it exported the state dict: ".pt" (torch.save) or ".safetensors"
-
-
-TEAMS = {
-    "torchvision:resnet18": Team(lambda: tvm.resnet18(num_classes=4), "fc", ".pt"),
-    "torchvision:mobilenet_v3_small": Team(lambda: tvm.mobilenet_v3_small(num_classes=4), "classifier", ".pth"),
-    "torchvision:efficientnet_b0": Team(lambda: tvm.efficientnet_b0(num_classes=4), "classifier", ".safetensors"),
-    "torchvision:vit_b_16": Team(lambda: tvm.vit_b_16(num_classes=4, image_size=SIDE), "heads", ""),
-    # timm zero-initialises the last BatchNorm of every residual block, which leaves the residual
-    # branches off until trained: a trained model has them on (same state-dict keys either way)
-    "timm:resnet18": Team(lambda: timm.create_model("resnet18", num_classes=4, zero_init_last=False), "fc",
-                          ".safetensors"),
-    "timm:convnext_atto": Team(lambda: timm.create_model("convnext_atto", num_classes=4), "head", ".pt"),
-    "timm:vit_tiny_patch16_224": Team(lambda: timm.create_model("vit_tiny_patch16_224", num_classes=4, img_size=SIDE),
-                                      "head", ".safetensors"),
-}
-HEADS = {"torchvision:resnet18": "fc", "torchvision:mobilenet_v3_small": "classifier.3",
-         "torchvision:efficientnet_b0": "classifier.1", "torchvision:vit_b_16": "heads.head",
-         "timm:resnet18": "fc", "timm:convnext_atto": "head.fc", "timm:vit_tiny_patch16_224": "head"}
+from tests.adopt_helpers import HEADS, MEAN, SIDE, STD, TEAMS, normalized, train_team_model, write_shapes
 
 
 @pytest.fixture(scope="module")
