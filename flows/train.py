@@ -21,10 +21,9 @@ from flows.lock import model_lock
 from lau.adopt import retrain_hint
 from lau.config import Params
 from lau.data import Split
-from lau.errors import BadInput
 from lau.evaluation import Evaluation
 from lau.models import SplitModel
-from lau.utils import json_safe
+from lau.utils import json_safe, progress
 from lau.zoo import is_adopted_arch
 from tasks.context import Context
 from tasks.data import cleaned, prepare_data, upload_data
@@ -63,8 +62,10 @@ def consolidate(model_name: str | None = None, params_path: str | None = None) -
     ctx = Context.load(model_name, params_path)
     with model_lock(ctx.model_name):
         champion = ctx.registry.require_champion()
-        if is_adopted_arch(champion.tag("arch")):
-            raise BadInput(retrain_hint(ctx.model_name, champion.tag("arch")))
+        if is_adopted_arch(champion.tag("arch")):  # the weekly run completes, saying how the team's retrain plugs in
+            hint = retrain_hint(ctx.model_name, champion.tag("arch"))
+            progress(f"[consolidate] skipped: {hint}")
+            return {"model": ctx.model_name, "status": "skipped", "version": None, "error": hint}
         check_champion(ctx, champion)
         return make_root(ctx, "consolidate", replacing=champion)
 
