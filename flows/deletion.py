@@ -17,7 +17,7 @@ from typing import Any
 
 from prefect import flow, runtime
 
-from flows.lineage import check_champion, lineage_metrics
+from flows.lineage import check_champion, lineage_metrics, root_accuracy
 from flows.lock import model_lock
 from lau.config import GateConfig
 from lau.errors import BadInput
@@ -121,7 +121,10 @@ def attempt(ctx: Context, request: Request, start: float) -> Request | None:
                                      unlearned.forgotten, ctx.params.evaluation, probe)
     evaluation = evaluate(ctx.params, parent, unlearned.candidate, cached.features, unlearned.forgotten,
                           parent_side, probe)
-    metrics = {**evaluation.metrics, **lineage_metrics(evaluation.metrics["test_retain_acc"], champion)}
+    retained = tuple(c for c in range(parent.spec.num_classes)
+                     if c not in unlearned.forgotten and c not in champion.excluded)
+    root = root_accuracy(ctx, champion, retained)
+    metrics = {**evaluation.metrics, **lineage_metrics(root, evaluation.metrics["test_retain_acc"])}
     verdict = gate(metrics, gate_config(ctx, request))
     evidence = Evidence(
         evaluation, verdict, metrics, tuple(sorted(set(unlearned.forgotten) | set(champion.forgotten))),

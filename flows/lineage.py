@@ -3,12 +3,15 @@ the drift of a candidate against the lineage's root."""
 
 from __future__ import annotations
 
+import functools
+
+import mlflow
 from prefect import task
 
 from tasks.context import Context
 from tasks.lineage import verify_champion
 from tasks.policy import IO
-from tasks.registry import Version
+from tasks.registry import MlflowRefused, Version, mlflow_errors
 
 
 @task(name="check champion's lineage", **IO)
@@ -18,20 +21,56 @@ def check_champion(ctx: Context, champion: Version) -> None:
     verify_champion(ctx.registry, ctx.storage, champion)
 
 
-def root_accuracy(champion: Version | None) -> float | None:
-    """The test-retain accuracy of the champion's lineage root (None without a champion)."""
+@task(name="lineage root's accuracy on the retained classes", **IO)
+def root_accuracy(ctx: Context, champion: Version | None, retained: tuple[int, ...]) -> float | None:
+    """The test accuracy of the champion's lineage root on exactly the ``retained`` classes (None
+    without a champion): the drift bound compares like with like. Forgetting an easy class lowers
+    the average of the classes left, without any damage to them; an average over the root's own
+    classes would count that as drift. Read from the root's test confusion matrix (its evidence)."""
     if champion is None:
         return None
-    text = champion.tag("root_test_retain_acc") if champion.tag("root_version") else champion.tag("test_retain_acc")
+    root = champion if champion.root_version == champion.version else ctx.registry.get(champion.root_version)
+    confusion = _root_confusion(ctx, root)
+    if confusion is None:  # a version registered without evidence: its recorded average
+        return _float(champion.tag("root_test_retain_acc") if champion.tag("root_version")
+                      else champion.tag("test_retain_acc"))
+    return retained_accuracy(confusion, retained)
+
+
+def retained_accuracy(confusion: tuple[tuple[int, ...], ...], retained: tuple[int, ...]) -> float | None:
+    """Accuracy (%) over the test images of the ``retained`` classes, from a confusion matrix
+    (rows: true class); None when they have no image."""
+    rows = [c for c in retained if c < len(confusion)]
+    total = sum(sum(confusion[c]) for c in rows)
+    return round(100.0 * sum(confusion[c][c] for c in rows) / total, 4) if total else None
+
+
+def lineage_metrics(root_test_retain_acc: float | None, test_retain_acc: float) -> dict[str, float]:
+    """root_test_retain_acc and root_retain_drop (root minus candidate), when there is a root."""
+    if root_test_retain_acc is None:
+        return {}
+    return {"root_test_retain_acc": root_test_retain_acc,
+            "root_retain_drop": round(root_test_retain_acc - test_retain_acc, 4)}
+
+
+@functools.lru_cache(maxsize=64)
+def _evidence_confusion(run_id: str) -> tuple[tuple[int, ...], ...] | None:
+    """A version's test confusion matrix from its evidence (immutable: cached per run)."""
+    try:
+        with mlflow_errors():
+            evidence = mlflow.artifacts.load_dict(f"runs:/{run_id}/evaluation.json")
+    except MlflowRefused:
+        return None
+    matrix = ((evidence.get("evaluation") or {}).get("after") or {}).get("confusion_test")
+    return tuple(tuple(int(v) for v in row) for row in matrix) if matrix else None
+
+
+def _root_confusion(ctx: Context, root: Version) -> tuple[tuple[int, ...], ...] | None:
+    return _evidence_confusion(root.run_id) if root.run_id else None
+
+
+def _float(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
         return None
-
-
-def lineage_metrics(test_retain_acc: float, champion: Version | None) -> dict[str, float]:
-    """root_test_retain_acc and root_retain_drop (root minus candidate), when there is a root."""
-    root = root_accuracy(champion)
-    if root is None:
-        return {}
-    return {"root_test_retain_acc": root, "root_retain_drop": round(root - test_retain_acc, 4)}

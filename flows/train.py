@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.lineage import check_champion, lineage_metrics
+from flows.lineage import check_champion, lineage_metrics, root_accuracy
 from flows.lock import model_lock
 from lau.adopt import retrain_hint
 from lau.config import Params
@@ -70,6 +70,11 @@ def consolidate(model_name: str | None = None, params_path: str | None = None) -
         return make_root(ctx, "consolidate", replacing=champion)
 
 
+def served_classes(split: Split) -> tuple[int, ...]:
+    """The classes a model made from ``split`` serves: every class its data did not leave out."""
+    return tuple(c for c in range(split.num_classes) if c not in split.excluded_classes)
+
+
 def make_root(ctx: Context, method: str, replacing: Version | None = None,
               make_model: Callable[[Params, Split], SplitModel] = train_model,
               adopted_from: str = "") -> dict[str, Any]:
@@ -87,7 +92,7 @@ def make_root(ctx: Context, method: str, replacing: Version | None = None,
     current = replacing or read_champion(ctx)
     test_retain_acc = evaluation.metrics["test_acc"]
     metrics = {**evaluation.metrics, "test_retain_acc": test_retain_acc, **erased_metrics,
-               **lineage_metrics(test_retain_acc, current)}
+               **lineage_metrics(root_accuracy(ctx, current, served_classes(split)), test_retain_acc)}
     verdict = gate_trained(metrics, params.gate, erased)
     evidence = Evidence(Evaluation(metrics, evaluation, evaluation, 0.0), verdict, metrics, erased, "",
                         tuple(split.class_names), cached.features.key, cached.sha256,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flows.lineage import lineage_metrics, root_accuracy
+from flows.lineage import lineage_metrics, retained_accuracy
 from lau.evaluation import Evaluation, ModelEvaluation
 from lau.gate import Check, Verdict
 from tasks.evidence import Evidence
@@ -38,13 +38,21 @@ def test_tags_are_prefixed_strings_with_the_verdict_in_them() -> None:
     assert json.loads(stored["lau.forgotten_classes"]) == [3, 5] and stored["lau.request_ids"] == "req-1"
 
 
-def test_a_root_has_no_parent_and_the_lineage_metrics_read_its_accuracy() -> None:
+def test_a_root_has_no_parent_and_every_version_names_its_root() -> None:
     root = Version("m", "1", "run", tags(parent_version="", root_version="").to_mlflow())
     child = Version("m", "2", "run", tags().to_mlflow())
     assert root.root_version == "1" and child.root_version == "1"
-    assert root_accuracy(root) == 98.0 and root_accuracy(child) == 98.2
-    assert lineage_metrics(97.0, child) == {"root_test_retain_acc": 98.2, "root_retain_drop": 1.2}
-    assert lineage_metrics(97.0, None) == {}
+    assert lineage_metrics(98.2, 97.0) == {"root_test_retain_acc": 98.2, "root_retain_drop": 1.2}
+    assert lineage_metrics(None, 97.0) == {}
+
+
+def test_the_drift_compares_the_root_on_the_same_classes_as_the_candidate() -> None:
+    """Forgetting an easy class lowers the average of the classes left without harming them: the
+    root is scored on the retained classes only, so that is no drift."""
+    confusion = ((10, 0, 0), (0, 8, 2), (0, 1, 9))  # class 0: 100 %, classes 1 and 2: 85 %
+    assert retained_accuracy(confusion, (0, 1, 2)) == 90.0
+    assert retained_accuracy(confusion, (1, 2)) == 85.0  # a candidate that forgot class 0, at 85 %: drift 0
+    assert retained_accuracy(confusion, ()) is None
 
 
 def test_evidence_round_trips_through_json_with_nan_as_null() -> None:
