@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 
 import mlflow
+from mlflow import MlflowClient
 from prefect import task
 
 from tasks.context import Context
@@ -58,6 +59,8 @@ def _evidence_confusion(run_id: str) -> tuple[tuple[int, ...], ...] | None:
     """A version's test confusion matrix from its evidence (immutable: cached per run)."""
     try:
         with mlflow_errors():
+            if "evaluation.json" not in {f.path for f in MlflowClient().list_artifacts(run_id)}:
+                return None  # a version registered by hand, without evidence
             evidence = mlflow.artifacts.load_dict(f"runs:/{run_id}/evaluation.json")
     except MlflowRefused:
         return None

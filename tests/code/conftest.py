@@ -22,6 +22,8 @@ def storage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[object]
     for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MLFLOW_S3_ENDPOINT_URL", "LAU_S3_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)  # the local stack's S3 is not moto's
     s3._client.cache_clear()
     with mock_aws():
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="lau-test")

@@ -344,6 +344,7 @@ def clone_model(source: str, target: str) -> None:
         checkpoint = client.download_artifacts(original.run_id, "checkpoint", tmp)
         run = client.create_run(experiment_id, run_name=f"copy of {source} v{original.version}")
         client.log_artifacts(run.info.run_id, checkpoint, "checkpoint")
+        client.log_artifact(run.info.run_id, client.download_artifacts(original.run_id, "evaluation.json", tmp))
         client.set_terminated(run.info.run_id)
     client.create_registered_model(target)
     copy = client.create_model_version(target, original.source, run_id=run.info.run_id, tags=original.tags,
