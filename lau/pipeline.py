@@ -15,7 +15,7 @@ from lau.errors import BadInput
 from lau.features import FeatureSet, extract_features
 from lau.metrics import evaluate, outputs_from_features
 from lau.models import SplitModel
-from lau.train import fit, new_model
+from lau.train import Trained, train_model
 from lau.unlearn import LAUResult, unlearn
 
 
@@ -25,9 +25,13 @@ def prepare_data(params: Params) -> Split:
 
 
 def train_original(params: Params, split: Split) -> SplitModel:
-    """The original model, trained on every image of the split (seeded)."""
-    model = new_model(split, params.model, params.train.seed)
-    return fit(model, split.train_images, split.train_labels, params.train, label="train")
+    """The original model, trained on the split's train images, its best epoch on validation kept."""
+    return train_with_report(params, split).model
+
+
+def train_with_report(params: Params, split: Split) -> Trained:
+    """``train_original`` with its report: epochs run, the epoch kept, train/val/test accuracy."""
+    return train_model(split, params.model, params.train, label="train")
 
 
 def featurize(params: Params, model: SplitModel, split: Split, data_version: str, *,

@@ -10,7 +10,10 @@
     stop        = every forget sample unlearned, tested before every optimizer step
 
 Only D_f is used, as in the paper, unless ``retain_weight`` > 0 adds distillation towards the
-original head on cached retain features (our extension; 0 = the paper's retain-free setting).
+original head on a stratified sample of cached retain features (our extension; 0 = the paper's
+retain-free setting). ``unlearn.method: lau`` is gate-aware: D_f is every train and validation
+image of the forgotten classes, and a few candidate runs (lau/search.py) are tried, the one with
+the least validation retain drop kept. ``lau_paper`` runs the paper's plain setting once.
 
 With depth >= 2 and ``hidden_edit``, a closed-form edit of F_c's last hidden Linear layer runs
 first (see edit_hidden): the paper has no such step; it lowers how decodable the forgotten class
@@ -31,20 +34,50 @@ import torch.nn.functional as F
 from torch import nn
 
 from lau.config import UnlearnConfig
-from lau.data import class_mask
 from lau.features import FeatureSet
+from lau.hidden_edit import edit_hidden
 from lau.models import SplitModel, clone
+from lau.search import CANDIDATES, CandidateRecord, LAUData, choose, gather, retain_drop
 from lau.utils import progress
 
 
 @dataclass(frozen=True)
 class LAUResult:
-    """What the optimisation did: steps taken, epochs begun, whether every sample was unlearned."""
+    """What the optimisation did: steps taken, epochs begun, whether every sample was unlearned.
+
+    ``unlearn`` adds which candidate it kept and why (every candidate tried, with its validation
+    retain drop), and the sizes of the samples it read; ``seconds`` counts the whole search.
+    """
 
     steps: int
     epochs: int
     converged: bool
     seconds: float
+    method: str = "lau"
+    candidate: str = ""
+    val_retain_drop: float | None = None
+    candidates: tuple[CandidateRecord, ...] = ()
+    forget_rows: int = 0
+    retain_rows: int = 0
+
+    def to_json(self) -> dict:
+        """Plain JSON (the audit report's "lau" section)."""
+        data = dataclasses.asdict(self)
+        data["candidates"] = [dataclasses.asdict(c) for c in self.candidates]
+        return data
+
+    def tags(self) -> dict[str, str]:
+        """The version tags that say how this candidate was made."""
+        tried = ",".join(f"{c.name}:{'ok' if c.converged else 'no'}:{_fmt(c.val_retain_drop)}"
+                         for c in self.candidates)
+        return {"lau.method": self.method, "lau.candidate": self.candidate,
+                "lau.val_retain_drop": _fmt(self.val_retain_drop), "lau.candidates_tried": tried,
+                "lau.steps": str(self.steps), "lau.converged": str(self.converged).lower(),
+                "lau.forget_rows": str(self.forget_rows), "lau.retain_rows": str(self.retain_rows)}
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def partial_pgd(teacher: nn.Module, features: torch.Tensor, labels: torch.Tensor,
@@ -176,11 +209,7 @@ def unlearn_head(head: nn.Module, forget_features: torch.Tensor, forget_labels: 
             else:
                 loss = lau_loss(student_logits, targets, cfg.temperature, cfg.alpha)
             if use_retain:
-                retain_in, retain_out = retain_features, retain_targets
-                if 0 < cfg.retain_batch < len(retain_features):
-                    pick = torch.randint(len(retain_features), (cfg.retain_batch,), generator=generator)
-                    retain_in, retain_out = retain_features[pick], retain_targets[pick]
-                loss = loss + cfg.retain_weight * distill_loss(head(retain_in), retain_out, cfg.temperature)
+                loss = loss + cfg.retain_weight * distill_loss(head(retain_features), retain_targets, cfg.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -189,54 +218,6 @@ def unlearn_head(head: nn.Module, forget_features: torch.Tensor, forget_labels: 
         converged = not not_unlearned(head(forget_features), forget_labels, cfg.margin,
                                        blocked_classes).any()
     return LAUResult(steps, cfg.max_epochs, bool(converged), time.perf_counter() - start)
-
-
-def _last_hidden_linear(head: nn.Sequential) -> nn.Linear | None:
-    """The last nn.Linear of F_c before its classification block (None if there is none)."""
-    linears = [m for m in head[:-1].modules() if isinstance(m, nn.Linear)]
-    return linears[-1] if linears else None
-
-
-@torch.no_grad()
-def edit_hidden(head: nn.Sequential, features: torch.Tensor, labels: torch.Tensor,
-                forget_classes: tuple[int, ...], ridge: float) -> bool:
-    """Move the forget samples' pre-activations z = W x + b at F_c's last hidden Linear layer onto
-    the mean z of the nearest class still served, leaving the other samples' z where they were:
-
-        W' = argmin sum_retain |W' x - z|^2 + sum_forget |W' x - target|^2 + lam |W' - W|^2
-           = W + (T - W X_f) X_f^T (X^T X + lam I)^-1          (x with a trailing 1 for the bias)
-
-    ``lam`` = ``ridge`` x the mean diagonal of X^T X: larger keeps the edit smaller and smoother,
-    which is what carries it over to the test images. Returns False (nothing changed) when F_c
-    has no hidden Linear layer reading (batch, dim) inputs.
-    """
-    linear = _last_hidden_linear(head)
-    if linear is None:
-        return False
-    captured: list[torch.Tensor] = []
-    hook = linear.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
-    try:
-        head[:-1](features)
-    finally:
-        hook.remove()
-    x = captured[0]
-    if x.dim() != 2:
-        return False
-    x = torch.cat([x.double(), x.new_ones(len(x), 1, dtype=torch.float64)], dim=1)  # (N, D+1)
-    weight = torch.cat([linear.weight.double(), linear.bias.double()[:, None]], dim=1)  # (H, D+1)
-    z = x @ weight.T  # (N, H)
-    forget = class_mask(labels, forget_classes)
-    served = [int(c) for c in labels[~forget].unique()]
-    means = torch.stack([z[labels == c].mean(0) for c in served])  # (C, H)
-    targets = means[torch.cdist(z[forget], means).argmin(1)]  # (B, H)
-    gram = x.T @ x
-    lam = ridge * float(gram.diagonal().mean())
-    factor = torch.linalg.cholesky(gram + lam * torch.eye(len(gram), dtype=gram.dtype))  # SPD: lam > 0
-    delta = torch.cholesky_solve(x[forget].T @ (targets - z[forget]), factor).T  # (H, D+1)
-    weight += delta
-    linear.weight.copy_(weight[:, :-1].to(linear.weight.dtype))
-    linear.bias.copy_(weight[:, -1].to(linear.bias.dtype))
-    return True
 
 
 def make_optimizer(head: nn.Module, cfg: UnlearnConfig) -> torch.optim.Optimizer:
@@ -271,37 +252,103 @@ def _warm_up(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, cfg:
                  torch.ones_like(features[0]))
 
 
-def feature_scale(train_features: torch.Tensor) -> torch.Tensor:
-    """Per-dimension std of the training features (floored), the unit of eps and step."""
-    std = train_features.std(dim=0)
-    return std.clamp_min(1e-6 if std.numel() == 0 else max(float(std.mean()) * 1e-3, 1e-6))
+def paper_config(cfg: UnlearnConfig) -> UnlearnConfig:
+    """The paper's plain setting (``unlearn.method: lau_paper``): retain-free, no margin, the batch-mean
+    loss, every parameter of F_c, Adam lr 0.01 on batches of 64 (the public re-implementation), D_f
+    = the training images of the class, no hidden edit, no search."""
+    return dataclasses.replace(cfg, method="lau_paper", margin=0.0, balanced=False, retain_weight=0.0,
+                               optimizer="adam", lr=0.01, batch_size=64, hidden_edit=False, search=False,
+                               scope="full")
+
+
+def _classifier(head: nn.Module) -> nn.Linear:
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("F_c has no Linear classification layer")
+    return linears[-1]
+
+
+def _restrict_to_rows(head: nn.Module, rows: tuple[int, ...]) -> list:
+    """Only the classification layer's rows (and biases) of ``rows`` may change: every other
+    parameter of F_c is frozen, and the gradient of the other rows is zeroed."""
+    classifier = _classifier(head)
+    head.requires_grad_(False)
+    classifier.requires_grad_(True)
+    mask = torch.zeros(classifier.out_features, 1)
+    mask[list(rows)] = 1.0
+    handles = [classifier.weight.register_hook(lambda grad: grad * mask)]
+    if classifier.bias is not None:
+        handles.append(classifier.bias.register_hook(lambda grad: grad * mask[:, 0]))
+    return handles
+
+
+def _run_candidate(model: SplitModel, depth: int, data: LAUData, cfg: UnlearnConfig,
+                   blocked: tuple[int, ...]) -> tuple[SplitModel, LAUResult]:
+    """One LAU run on a fresh copy of ``model`` (the hidden edit first at depth >= 2)."""
+    start = time.perf_counter()
+    candidate = clone(model)
+    candidate.freeze_features(depth)
+    head = candidate.head(depth)
+    if depth >= 2 and cfg.hidden_edit:
+        edit_features = torch.cat([data.retain_features, data.forget_features])
+        edit_labels = torch.cat([data.retain_labels, data.forget_labels])
+        edit_hidden(head, edit_features, edit_labels, blocked, cfg.hidden_ridge)
+    handles = _restrict_to_rows(head, blocked) if cfg.scope == "rows" else []
+    try:
+        result = unlearn_head(head, data.forget_features, data.forget_labels, cfg, data.scale,
+                              retain_features=data.retain_features, blocked_classes=blocked)
+    finally:
+        for handle in handles:
+            handle.remove()
+        head.requires_grad_(True)
+    candidate.eval()
+    return candidate, dataclasses.replace(result, seconds=time.perf_counter() - start)
+
+
+@torch.no_grad()
+def _record(name: str, candidate: SplitModel, depth: int, data: LAUData, result: LAUResult,
+            parent_val_logits: torch.Tensor) -> CandidateRecord:
+    head = candidate.head(depth)
+    drop = retain_drop(parent_val_logits, head(data.val_retain_features), data.val_retain_labels)
+    forget_acc = None
+    if len(data.val_forget_labels):
+        forget_acc = round(100.0 * (head(data.val_forget_features).argmax(1) == data.val_forget_labels)
+                           .float().mean().item(), 4)
+    return CandidateRecord(name, result.steps, result.converged, drop, forget_acc, round(result.seconds, 5))
 
 
 def unlearn(model: SplitModel, features: FeatureSet, forget_classes: tuple[int, ...],
             cfg: UnlearnConfig, *, blocked_classes: tuple[int, ...] = ()) -> tuple[SplitModel, LAUResult]:
-    """LAU on a copy of ``model``: only F_c (the last ``features.depth`` blocks) changes."""
+    """LAU on a copy of ``model``: only F_c (the last ``features.depth`` blocks) changes.
+
+    ``method: lau`` tries the candidates of lau/search.py (or only ``unlearn.scope`` with
+    ``search: false``) and keeps the one with the least validation retain drop among those that
+    forget; ``lau_paper`` runs the paper's plain setting once.
+    """
     depth = features.depth
-    candidate = clone(model)
-    candidate.freeze_features(depth)
-    head = candidate.head(depth)
-    forget_rows = class_mask(features.train_labels, forget_classes)
-    retain = features.train_features[~forget_rows] if cfg.retain_weight > 0 else None
+    cfg = paper_config(cfg) if cfg.method == "lau_paper" else cfg
     blocked = tuple(sorted(set(blocked_classes) | set(forget_classes)))
-    edit_s = 0.0
-    if depth >= 2 and cfg.hidden_edit:  # one linear solve: every thread helps
+    names = list(CANDIDATES) if cfg.search and cfg.method == "lau" else [cfg.scope]
+    with _threads_for(model.head(depth)):
+        _warm_up(clone(model).head(depth), features.train_features[:2], features.train_labels[:2], cfg)
         start = time.perf_counter()
-        edited = edit_hidden(head, features.train_features, features.train_labels, blocked, cfg.hidden_ridge)
-        edit_s = time.perf_counter() - start
-        progress(f"[lau] hidden edit {'done' if edited else 'skipped (no hidden Linear layer)'} "
-                 f"in {edit_s * 1000:.1f} ms")
-    with _threads_for(head):
-        _warm_up(candidate.head(depth), features.train_features[:2], features.train_labels[:2], cfg)
-        torch.manual_seed(cfg.seed)
-        result = unlearn_head(head, features.train_features[forget_rows], features.train_labels[forget_rows],
-                              cfg, feature_scale(features.train_features), retain_features=retain,
-                              blocked_classes=blocked)
-        result = dataclasses.replace(result, seconds=result.seconds + edit_s)
-    progress(f"[lau] classes {list(forget_classes)}: {result.steps} steps, {result.epochs} epochs, "
-             f"{'converged' if result.converged else 'NOT converged'} in {result.seconds * 1000:.1f} ms")
-    candidate.eval()
+        data = gather(features, blocked, cfg)
+        with torch.no_grad():
+            parent_val_logits = model.head(depth)(data.val_retain_features)
+        runs, records = [], []
+        for name in names:
+            setting = dataclasses.replace(cfg, **CANDIDATES.get(name, {"scope": name}))
+            torch.manual_seed(cfg.seed)
+            candidate, result = _run_candidate(model, depth, data, setting, blocked)
+            runs.append((candidate, result))
+            records.append(_record(name, candidate, depth, data, result, parent_val_logits))
+        best = choose(records)
+        seconds = time.perf_counter() - start
+    candidate, result = runs[best]
+    result = dataclasses.replace(result, seconds=seconds, method=cfg.method, candidate=names[best],
+                                 val_retain_drop=records[best].val_retain_drop, candidates=tuple(records),
+                                 forget_rows=len(data.forget_labels), retain_rows=len(data.retain_labels))
+    progress(f"[lau] classes {list(forget_classes)}: candidate {names[best]} of "
+             f"{[f'{r.name} {_fmt(r.val_retain_drop)}' for r in records]}, {result.steps} steps, "
+             f"{'converged' if result.converged else 'NOT converged'} in {seconds * 1000:.1f} ms")
     return candidate, result
