@@ -38,11 +38,13 @@ def check_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def run_bench(params: Params, methods: tuple[str, ...], class_sets: list[tuple[int, ...]], *,
-              baseline_sets: int | None = None) -> dict:
+              baseline_sets: int | None = None, chain: list[int] | None = None) -> dict:
     """Train the original once, extract features once, then run every method for every class set.
 
     ``baseline_sets`` = N runs the image-level baselines (retrain, ...) on the first N class sets
     only (the LAU methods run on all): a retrain per class is out of reach for large backbones.
+    ``chain`` also runs those sequential deletions (``run_chain``) on the same original, under
+    ``result["chain"]``: one training instead of two.
     """
     check_methods(methods)
     split = prepare(params.data)
@@ -60,7 +62,8 @@ def run_bench(params: Params, methods: tuple[str, ...], class_sets: list[tuple[i
               "images": {"train": len(split.train_labels), "val": len(split.val_labels),
                          "test": len(split.test_labels), "classes": split.num_classes}, "rows": []}
     for index, classes in enumerate(class_sets):
-        original_metrics = evaluate(outputs_from_features(original, features), classes, split.num_classes)
+        original_metrics = evaluate(outputs_from_features(original, features), classes, split.num_classes,
+                                    with_probe=False)
         for method in methods:
             if method not in LAU_METHODS and baseline_sets is not None and index >= baseline_sets:
                 continue
@@ -69,6 +72,8 @@ def run_bench(params: Params, methods: tuple[str, ...], class_sets: list[tuple[i
             row["original_test_retain_acc"] = original_metrics["metrics"]["test_retain_acc"]
             row["retain_drop"] = round(row["original_test_retain_acc"] - row["test_retain_acc"], 4)
             result["rows"].append(row)
+    if chain:
+        result["chain"] = {"chain": list(chain), "rows": chain_rows(params, original, features, chain)}
     return result
 
 
@@ -154,8 +159,6 @@ assert set(ROW_KEYS) <= set(CONTRACT_KEYS)
 def run_chain(params: Params, chain: list[int]) -> dict:
     """Sequential deletions on one lineage (forget chain[0], then chain[1] from that version, ...):
     the cumulative forget / test-forget accuracy and retain drop after every step."""
-    from lau.pipeline import evaluate_candidate, unlearn_classes
-
     split = prepare(params.data)
     for cls in chain:
         check_classes((cls,), split.num_classes, excluded=split.excluded_classes)
@@ -163,16 +166,34 @@ def run_chain(params: Params, chain: list[int]) -> dict:
     build_spec_check(params, split)
     trained = train_model(split, params.model, params.train, label="original")
     features = extract_features(trained.model, split, params.unlearn.depth, "chain", params.features.batch_size)
-    rows, parent, done = [], trained.model, ()
+    return {"dataset": params.data.dataset, "arch": params.model.arch, "method": params.unlearn.method,
+            "balanced": params.unlearn.balanced, "margin": params.unlearn.margin, "chain": chain,
+            "original": _report_json(trained.report), "rows": chain_rows(params, trained.model, features, chain)}
+
+
+def chain_rows(params: Params, original: SplitModel, features, chain: list[int]) -> list[dict]:
+    """Forget chain[0] from the original, chain[1] from that candidate, ...: one row per step."""
+    from lau.pipeline import evaluate_candidate, unlearn_classes
+
+    rows, parent, done = [], original, ()
     for cls in chain:
         step = unlearn_classes(params, parent, features, (cls,), done)
         metrics = evaluate_candidate(parent, step.candidate, features, step.forgotten)["metrics"]
+        root = _test_retain_acc(original, features, step.forgotten)
         rows.append({"forgotten": list(step.forgotten), "steps": step.result.steps,
                      "converged": step.result.converged, "unlearn_s": round(step.result.seconds, 5),
                      "candidate": step.result.candidate,
                      **{k: metrics[k] for k in ("forget_acc", "test_forget_acc", "test_retain_acc",
-                                                "retain_drop", "test_predicted_as_forgotten")}})
+                                                "retain_drop", "test_predicted_as_forgotten")},
+                     "root_retain_drop": round(root - metrics["test_retain_acc"], 4)})
         parent, done = step.candidate, step.forgotten
-    return {"dataset": params.data.dataset, "arch": params.model.arch, "method": params.unlearn.method,
-            "balanced": params.unlearn.balanced, "margin": params.unlearn.margin, "chain": chain,
-            "original": _report_json(trained.report), "rows": rows}
+    return rows
+
+
+def _test_retain_acc(model: SplitModel, features, forgotten: tuple[int, ...]) -> float:
+    """The lineage root's accuracy on the test images of the classes still served."""
+    from lau.data import class_mask
+    from lau.metrics import accuracy
+
+    keep = ~class_mask(features.test_labels, forgotten)
+    return accuracy(outputs_from_features(model, features).test_logits[keep], features.test_labels[keep])

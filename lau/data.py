@@ -105,12 +105,12 @@ def load_digits(root: str = "", image_size: int = 0) -> RawDataset:
 
 
 def load_synth_shapes(root: str = "", image_size: int = 0) -> RawDataset:
-    """24 rendered shape classes, 250 images each, RGB 32x32 (generated, seeded: lau/synthetic.py)."""
+    """24 rendered shape classes, 200 images each, RGB 24x24 (generated, seeded: lau/synthetic.py)."""
     return _generated("synth_shapes", image_size)
 
 
 def load_synth_glyphs(root: str = "", image_size: int = 0) -> RawDataset:
-    """26 rendered capital letters, 60-360 images per class, RGB 32x32 (generated: lau/synthetic.py)."""
+    """26 rendered capital letters, 50-300 images per class, RGB 24x24 (generated: lau/synthetic.py)."""
     return _generated("synth_glyphs", image_size)
 
 

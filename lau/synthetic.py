@@ -24,10 +24,10 @@ from PIL import Image, ImageDraw, ImageFont
 from lau.errors import BadInput
 
 SUPERSAMPLE = 4  # masks are drawn at 4x the size, then box-filtered down
-DEFAULT_SIZE = 32
+DEFAULT_SIZE = 24  # small on purpose: every benchmark trains on two shared CPU cores
 SHAPES_SEED, GLYPHS_SEED = 20240513, 20240514
-SHAPES_PER_CLASS = 250
-GLYPHS_MAX_PER_CLASS, GLYPHS_MIN_PER_CLASS = 360, 60
+SHAPES_PER_CLASS = 200
+GLYPHS_MAX_PER_CLASS, GLYPHS_MIN_PER_CLASS = 300, 50
 GLYPH_FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf",
                "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf")
 GLYPH_NAMES = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -219,7 +219,7 @@ def render_shapes(image_size: int = 0, per_class: int = SHAPES_PER_CLASS,
 
 
 def glyph_counts(num_classes: int, seed: int = GLYPHS_SEED, largest: int = GLYPHS_MAX_PER_CLASS) -> list[int]:
-    """Images per glyph class: geometric from ``largest`` (360) down to a sixth of it, assigned to
+    """Images per glyph class: geometric from ``largest`` (300) down to a sixth of it, assigned to
     classes in a seeded order."""
     ratio = GLYPHS_MIN_PER_CLASS / GLYPHS_MAX_PER_CLASS
     counts = [max(round(largest * ratio ** (i / (num_classes - 1))), 1) for i in range(num_classes)]

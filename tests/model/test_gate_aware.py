@@ -1,0 +1,112 @@
+"""Gate-aware LAU (lau/unlearn.py + lau/search.py) on the shared small CNN: it forgets the
+validation images of the class too, keeps the candidate with the least validation retain drop,
+reads a retain sample whose size does not grow with the data, and the paper's setting stays."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+
+from lau.config import Params, UnlearnConfig
+from lau.data import class_mask
+from lau.features import FeatureSet
+from lau.models import SplitModel
+from lau.search import CANDIDATES
+from lau.unlearn import not_unlearned, unlearn
+
+Features = Callable[[int], FeatureSet]
+
+
+@torch.no_grad()
+def logits(model: SplitModel, features: torch.Tensor) -> torch.Tensor:
+    return model.blocks[-1](features)
+
+
+def test_the_shared_split_has_validation_images_of_every_class(feature_sets: Features) -> None:
+    features = feature_sets(1)
+    assert features.has_val and set(features.val_labels.tolist()) == set(range(10))
+
+
+def test_lau_forgets_the_validation_images_of_the_class_with_the_margin(trained_model: SplitModel,
+                                                                       feature_sets: Features) -> None:
+    features, cfg = feature_sets(1), Params().unlearn
+    val_rows = class_mask(features.val_labels, (3,))
+    assert (logits(trained_model, features.val_features[val_rows]).argmax(1) == 3).float().mean() > 0.7
+
+    candidate, result = unlearn(trained_model, features, (3,), cfg)
+
+    val_logits = logits(candidate, features.val_features[val_rows])
+    assert not not_unlearned(val_logits, features.val_labels[val_rows], cfg.margin).any()
+    n_forget = int(class_mask(features.train_labels, (3,)).sum() + val_rows.sum())
+    assert result.converged and result.forget_rows == n_forget  # D_f = train + validation images of 3
+    assert all(record.val_forget_acc == 0.0 for record in result.candidates if record.converged)
+
+
+def test_lau_keeps_the_candidate_with_the_least_validation_retain_drop(trained_model: SplitModel,
+                                                                       feature_sets: Features) -> None:
+    features, cfg = feature_sets(1), Params().unlearn
+    candidate, result = unlearn(trained_model, features, (3,), cfg)
+
+    assert [record.name for record in result.candidates] == list(CANDIDATES)
+    converged = [record for record in result.candidates if record.converged]
+    assert result.val_retain_drop == min(record.val_retain_drop for record in converged)
+    # the drop it reports is the one of the model it returns, on the validation retain images
+    retain = ~class_mask(features.val_labels, (3,))
+    before = (logits(trained_model, features.val_features[retain]).argmax(1) == features.val_labels[retain])
+    after = (logits(candidate, features.val_features[retain]).argmax(1) == features.val_labels[retain])
+    assert abs(100.0 * (before.float().mean() - after.float().mean()).item() - result.val_retain_drop) < 1e-3
+    assert result.tags()["lau.candidate"] == result.candidate and result.method == "lau"
+
+
+def test_without_search_the_rows_scope_moves_no_retained_class_logit(trained_model: SplitModel,
+                                                                     feature_sets: Features) -> None:
+    """Only the forgotten class's output row changes: a retained image's prediction can only move
+    off the forgotten class, never from one retained class to another."""
+    features = feature_sets(1)
+    cfg = dataclasses.replace(Params().unlearn, search=False, scope="rows")
+    candidate, result = unlearn(trained_model, features, (3,), cfg)
+    assert result.candidate == "rows" and len(result.candidates) == 1 and result.converged
+    before, after = logits(trained_model, features.test_features), logits(candidate, features.test_features)
+    served = [c for c in range(10) if c != 3]
+    assert torch.equal(before[:, served], after[:, served])
+    changed = before.argmax(1) != after.argmax(1)
+    assert changed.any() and (before.argmax(1)[changed] == 3).all()
+
+
+def test_the_papers_plain_setting_stays_selectable(trained_model: SplitModel, feature_sets: Features) -> None:
+    features = feature_sets(1)
+    cfg = dataclasses.replace(Params().unlearn, method="lau_paper")
+    candidate, result = unlearn(trained_model, features, (3,), cfg)
+    assert result.method == "lau_paper" and [r.name for r in result.candidates] == ["full"]
+    n_train = int(class_mask(features.train_labels, (3,)).sum())
+    assert result.forget_rows == n_train, "the paper's D_f is the training images of the class"
+    assert result.retain_rows == 0 or result.candidates[0].converged  # retain-free: the sample is unused
+    train_rows = class_mask(features.train_labels, (3,))
+    assert not (logits(candidate, features.train_features[train_rows]).argmax(1) == 3).any()
+    # every parameter of F_c moved, not only class 3's row (the paper's update)
+    changed_rows = (candidate.blocks[-1].weight != trained_model.blocks[-1].weight).any(1)
+    assert changed_rows.sum() > 1
+
+
+def test_the_retain_sample_is_stratified_and_does_not_grow_with_the_data(trained_model: SplitModel,
+                                                                         feature_sets: Features) -> None:
+    features = feature_sets(1)
+    cfg = dataclasses.replace(Params().unlearn, retain_per_class=16)
+    _, small = unlearn(trained_model, features, (3,), cfg)
+    bigger = dataclasses.replace(features, train_features=features.train_features.repeat(4, 1),
+                                 train_labels=features.train_labels.repeat(4))
+    _, large = unlearn(trained_model, bigger, (3,), cfg)
+    assert small.retain_rows == large.retain_rows == 16 * 9
+    _, everything = unlearn(trained_model, features, (3,), dataclasses.replace(cfg, retain_per_class=0))
+    assert everything.retain_rows == int((features.train_labels != 3).sum())
+
+
+def test_unlearn_config_defaults_match_params_yaml(repo_root) -> None:  # noqa: ANN001 - a Path
+    """The gate-aware defaults are what params.yaml ships (no hidden second source of truth)."""
+    from lau.config import load_params
+
+    shipped = load_params(repo_root / "params.yaml").unlearn
+    fields = ("method", "search", "scope", "retain_per_class", "val_per_class", "margin", "retain_weight")
+    assert {f: getattr(shipped, f) for f in fields} == {f: getattr(UnlearnConfig(), f) for f in fields}
