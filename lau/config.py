@@ -42,14 +42,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 64
     optimizer: str = "adamw"
     lr: float = 0.002
     schedule: str = "cosine"
     warmup_epochs: int = 1
     weight_decay: float = 0.0005
-    augment: str = "auto"
+    augment: str = "none"
     label_smoothing: float = 0.0
     seed: int = 0
 
@@ -174,7 +174,7 @@ _UNIT_INTERVAL = {"unlearn.alpha", "train.label_smoothing"}
 _CHOICES = {"unlearn.optimizer": ("adam", "sgd"), "unlearn.method": ("lau", "lau_paper"),
             "unlearn.scope": ("rows", "full"),
             "train.optimizer": ("adamw", "sgd"), "train.schedule": ("cosine", "constant"),
-            "train.augment": ("auto", "none", "shift", "shift_flip"), "runner.kind": ("local", "dask")}
+            "train.augment": ("none", "shift", "shift_flip"), "runner.kind": ("local", "dask")}
 _OPEN_UNIT_INTERVAL = {"data.test_fraction"}
 _HALF_OPEN_UNIT_INTERVAL = {"data.val_fraction"}
 

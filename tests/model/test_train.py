@@ -76,11 +76,10 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
     assert {constant(step) for step in range(40)} == {1.0}
 
 
-def test_auto_augmentation_shifts_rgb_images_only() -> None:
-    assert augment_shift("auto", torch.zeros(2, 3, 24, 24, dtype=torch.uint8)) == 3
-    assert augment_shift("auto", torch.zeros(2, 1, 28, 28, dtype=torch.uint8)) == 0
+def test_augmentation_shifts_by_an_eighth_of_the_side_when_asked() -> None:
     assert augment_shift("none", torch.zeros(2, 3, 24, 24, dtype=torch.uint8)) == 0
-    assert augment_shift("shift", torch.zeros(2, 1, 28, 28, dtype=torch.uint8)) == 3
+    assert augment_shift("shift", torch.zeros(2, 3, 24, 24, dtype=torch.uint8)) == 3
+    assert augment_shift("shift_flip", torch.zeros(2, 1, 28, 28, dtype=torch.uint8)) == 3
 
 
 def test_augment_translates_each_image_by_its_own_offset() -> None:
