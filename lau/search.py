@@ -1,10 +1,12 @@
 """Gate-aware LAU: the candidates a deletion tries, and the rule that picks one, on validation data.
 
 A LAU run on cached features costs milliseconds, so a deletion can afford a few. Each candidate is
-a documented variation of one LAU run (``CANDIDATES``); every candidate must forget the classes
-(each train and validation image of them unlearned with ``unlearn.margin``), and among those that
-do, the one that loses the least accuracy on the *validation* images of the retained classes wins.
-Test images are never read here: they judge the winner in the gate.
+a documented variation of one LAU run (``CANDIDATES``), tried in order; every candidate must forget
+the classes (each train and validation image of them unlearned with ``unlearn.margin``), and among
+those that do, the one that loses the least accuracy on the *validation* images of the retained
+classes wins. The first candidate that forgets and loses nothing on validation (drop <= 0) ends the
+search: nothing the gate checks could be better. Test images are never read here: they judge the
+winner in the gate.
 
 The samples LAU reads besides D_f are stratified and capped (``unlearn.retain_per_class``,
 ``unlearn.val_per_class``), so a deletion's cost depends on |D_f| and the number of classes, not
@@ -71,6 +73,11 @@ def retain_drop(parent_logits: torch.Tensor, candidate_logits: torch.Tensor, lab
     parent = (parent_logits.argmax(1) == labels).float().mean().item()
     candidate = (candidate_logits.argmax(1) == labels).float().mean().item()
     return round(100.0 * (parent - candidate), 4)
+
+
+def accept_at_once(record: CandidateRecord) -> bool:
+    """A candidate that forgets and loses no validation retain accuracy ends the search."""
+    return record.converged and (record.val_retain_drop is None or record.val_retain_drop <= 0)
 
 
 def choose(records: list[CandidateRecord]) -> int:

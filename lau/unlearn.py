@@ -37,7 +37,7 @@ from lau.config import UnlearnConfig
 from lau.features import FeatureSet
 from lau.hidden_edit import edit_hidden
 from lau.models import SplitModel, clone
-from lau.search import CANDIDATES, CandidateRecord, LAUData, choose, gather, retain_drop
+from lau.search import CANDIDATES, CandidateRecord, LAUData, accept_at_once, choose, gather, retain_drop
 from lau.utils import progress
 
 
@@ -283,12 +283,10 @@ def _restrict_to_rows(head: nn.Module, rows: tuple[int, ...]) -> list:
 
 
 def _run_candidate(model: SplitModel, depth: int, data: LAUData, cfg: UnlearnConfig,
-                   blocked: tuple[int, ...]) -> tuple[SplitModel, LAUResult]:
-    """One LAU run on a fresh copy of ``model`` (the hidden edit first at depth >= 2)."""
+                   blocked: tuple[int, ...]) -> tuple[nn.Sequential, LAUResult]:
+    """One LAU run on a fresh copy of F_c (the hidden edit first at depth >= 2)."""
     start = time.perf_counter()
-    candidate = clone(model)
-    candidate.freeze_features(depth)
-    head = candidate.head(depth)
+    head = copy.deepcopy(model.head(depth))
     if depth >= 2 and cfg.hidden_edit:
         edit_features = torch.cat([data.retain_features, data.forget_features])
         edit_labels = torch.cat([data.retain_labels, data.forget_labels])
@@ -300,15 +298,12 @@ def _run_candidate(model: SplitModel, depth: int, data: LAUData, cfg: UnlearnCon
     finally:
         for handle in handles:
             handle.remove()
-        head.requires_grad_(True)
-    candidate.eval()
-    return candidate, dataclasses.replace(result, seconds=time.perf_counter() - start)
+    return head.eval(), dataclasses.replace(result, seconds=time.perf_counter() - start)
 
 
 @torch.no_grad()
-def _record(name: str, candidate: SplitModel, depth: int, data: LAUData, result: LAUResult,
+def _record(name: str, head: nn.Module, data: LAUData, result: LAUResult,
             parent_val_logits: torch.Tensor) -> CandidateRecord:
-    head = candidate.head(depth)
     drop = retain_drop(parent_val_logits, head(data.val_retain_features), data.val_retain_labels)
     forget_acc = None
     if len(data.val_forget_labels):
@@ -321,16 +316,17 @@ def unlearn(model: SplitModel, features: FeatureSet, forget_classes: tuple[int, 
             cfg: UnlearnConfig, *, blocked_classes: tuple[int, ...] = ()) -> tuple[SplitModel, LAUResult]:
     """LAU on a copy of ``model``: only F_c (the last ``features.depth`` blocks) changes.
 
-    ``method: lau`` tries the candidates of lau/search.py (or only ``unlearn.scope`` with
+    ``method: lau`` tries the candidates of lau/search.py in order (or only ``unlearn.scope`` with
     ``search: false``) and keeps the one with the least validation retain drop among those that
-    forget; ``lau_paper`` runs the paper's plain setting once.
+    forget (the first that forgets and loses nothing on validation ends the search);
+    ``lau_paper`` runs the paper's plain setting once. ``seconds`` counts the whole search.
     """
     depth = features.depth
     cfg = paper_config(cfg) if cfg.method == "lau_paper" else cfg
     blocked = tuple(sorted(set(blocked_classes) | set(forget_classes)))
     names = list(CANDIDATES) if cfg.search and cfg.method == "lau" else [cfg.scope]
     with _threads_for(model.head(depth)):
-        _warm_up(clone(model).head(depth), features.train_features[:2], features.train_labels[:2], cfg)
+        _warm_up(model.head(depth), features.train_features[:2], features.train_labels[:2], cfg)
         start = time.perf_counter()
         data = gather(features, blocked, cfg)
         with torch.no_grad():
@@ -339,16 +335,22 @@ def unlearn(model: SplitModel, features: FeatureSet, forget_classes: tuple[int, 
         for name in names:
             setting = dataclasses.replace(cfg, **CANDIDATES.get(name, {"scope": name}))
             torch.manual_seed(cfg.seed)
-            candidate, result = _run_candidate(model, depth, data, setting, blocked)
-            runs.append((candidate, result))
-            records.append(_record(name, candidate, depth, data, result, parent_val_logits))
+            head, result = _run_candidate(model, depth, data, setting, blocked)
+            runs.append((head, result))
+            records.append(_record(name, head, data, result, parent_val_logits))
+            if accept_at_once(records[-1]):
+                break
         best = choose(records)
         seconds = time.perf_counter() - start
-    candidate, result = runs[best]
-    result = dataclasses.replace(result, seconds=seconds, method=cfg.method, candidate=names[best],
+    head, result = runs[best]
+    candidate = clone(model)
+    candidate.freeze_features(depth)
+    candidate.head(depth).load_state_dict(head.state_dict())
+    candidate.eval()
+    result = dataclasses.replace(result, seconds=seconds, method=cfg.method, candidate=records[best].name,
                                  val_retain_drop=records[best].val_retain_drop, candidates=tuple(records),
                                  forget_rows=len(data.forget_labels), retain_rows=len(data.retain_labels))
-    progress(f"[lau] classes {list(forget_classes)}: candidate {names[best]} of "
+    progress(f"[lau] classes {list(forget_classes)}: candidate {result.candidate} of "
              f"{[f'{r.name} {_fmt(r.val_retain_drop)}' for r in records]}, {result.steps} steps, "
              f"{'converged' if result.converged else 'NOT converged'} in {seconds * 1000:.1f} ms")
     return candidate, result

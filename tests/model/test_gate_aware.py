@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import pytest
 import torch
 
 from lau.config import Params, UnlearnConfig
@@ -44,20 +45,34 @@ def test_lau_forgets_the_validation_images_of_the_class_with_the_margin(trained_
     assert all(record.val_forget_acc == 0.0 for record in result.candidates if record.converged)
 
 
-def test_lau_keeps_the_candidate_with_the_least_validation_retain_drop(trained_model: SplitModel,
-                                                                       feature_sets: Features) -> None:
+def test_lau_keeps_the_candidate_with_the_least_validation_retain_drop(
+        trained_model: SplitModel, feature_sets: Features, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A careless candidate first (every weight of F_c, a large step, no retain term), then rows: both
+    forget, the careless one loses validation accuracy, so rows is kept, and the drop reported is
+    the one of the model returned."""
+    import lau.unlearn
+
+    careless = {"scope": "full", "lr": 0.2, "retain_weight": 0.0, "margin": 8.0}
+    monkeypatch.setattr(lau.unlearn, "CANDIDATES", {"careless": careless, "rows": {"scope": "rows"}})
     features, cfg = feature_sets(1), Params().unlearn
     candidate, result = unlearn(trained_model, features, (3,), cfg)
 
-    assert [record.name for record in result.candidates] == list(CANDIDATES)
-    converged = [record for record in result.candidates if record.converged]
-    assert result.val_retain_drop == min(record.val_retain_drop for record in converged)
-    # the drop it reports is the one of the model it returns, on the validation retain images
+    assert [record.name for record in result.candidates] == ["careless", "rows"]
+    first, second = result.candidates
+    assert first.converged and second.converged and first.val_retain_drop > second.val_retain_drop
+    assert result.candidate == "rows" and result.val_retain_drop == second.val_retain_drop
     retain = ~class_mask(features.val_labels, (3,))
     before = (logits(trained_model, features.val_features[retain]).argmax(1) == features.val_labels[retain])
     after = (logits(candidate, features.val_features[retain]).argmax(1) == features.val_labels[retain])
     assert abs(100.0 * (before.float().mean() - after.float().mean()).item() - result.val_retain_drop) < 1e-3
-    assert result.tags()["lau.candidate"] == result.candidate and result.method == "lau"
+    assert result.tags()["lau.candidate"] == "rows" and result.method == "lau"
+
+
+def test_a_candidate_that_loses_nothing_on_validation_ends_the_search(
+        trained_model: SplitModel, feature_sets: Features) -> None:
+    _, result = unlearn(trained_model, feature_sets(1), (3,), Params().unlearn)
+    assert list(CANDIDATES)[0] == "rows" and result.candidate == "rows"
+    assert len(result.candidates) == 1 and result.val_retain_drop <= 0
 
 
 def test_without_search_the_rows_scope_moves_no_retained_class_logit(trained_model: SplitModel,
