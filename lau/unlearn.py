@@ -26,7 +26,7 @@ import contextlib
 import copy
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -80,7 +80,7 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def partial_pgd(teacher: nn.Module, features: torch.Tensor, labels: torch.Tensor,
+def partial_pgd(teacher: Callable[[torch.Tensor], torch.Tensor], features: torch.Tensor, labels: torch.Tensor,
                 eps: torch.Tensor, step: torch.Tensor, steps: int) -> torch.Tensor:
     """Untargeted L-inf PGD on *features* against the teacher: raises CE(teacher(f), y).
 
@@ -95,6 +95,12 @@ def partial_pgd(teacher: nn.Module, features: torch.Tensor, labels: torch.Tensor
             delta += step * grad.sign()
             delta.copy_(torch.maximum(torch.minimum(delta, eps), -eps))
     return (features + delta).detach()
+
+
+def frozen_copy(head: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The teacher: ``head`` as it is now, as a function of its detached copied weights (no module copy)."""
+    state = {name: tensor.detach().clone() for name, tensor in head.state_dict(keep_vars=True).items()}
+    return lambda features: torch.func.functional_call(head, state, (features,))
 
 
 def not_unlearned(logits: torch.Tensor, labels: torch.Tensor, margin: float = 0.0,
@@ -172,19 +178,18 @@ def unlearn_head(head: nn.Module, forget_features: torch.Tensor, forget_labels: 
     """
     start = time.perf_counter()
     head.eval()  # F_c's dropout off and BatchNorm statistics fixed; gradients still flow
-    original = copy.deepcopy(head).requires_grad_(False)
     optimizer = make_optimizer(head, cfg)
     eps, step = cfg.eps * feature_std, cfg.step * feature_std  # per-dimension feature scale
     generator = torch.Generator().manual_seed(cfg.seed)
     use_retain = cfg.retain_weight > 0 and retain_features is not None and len(retain_features) > 0
     if use_retain:
         with torch.no_grad():
-            retain_targets = original(retain_features)
+            retain_targets = head(retain_features)  # the original F_c's outputs, before any step
     n = len(forget_labels)
     batch = n if cfg.batch_size == 0 else min(cfg.batch_size, n)
     steps = 0
     for epoch in range(cfg.max_epochs):
-        teacher = copy.deepcopy(head).requires_grad_(False)  # copy per epoch
+        teacher = frozen_copy(head)  # copy per epoch
         order = torch.randperm(n, generator=generator) if batch < n else torch.arange(n)
         for i in range(0, n, batch):
             rows = order[i: i + batch]
