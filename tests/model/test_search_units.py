@@ -37,3 +37,24 @@ def test_stratified_rows_takes_per_class_rows_of_every_kept_class_seeded() -> No
     assert torch.equal(rows, again) and not torch.equal(rows, other)
     everything = stratified_rows(labels, 0, (3,), torch.Generator().manual_seed(1))
     assert len(everything) == 87
+
+
+def test_gather_puts_validation_forget_images_into_d_f_for_lau_only() -> None:
+    """Gate-aware LAU's D_f is every train and validation image of the forgotten classes; the
+    paper's is the training images alone."""
+    import dataclasses
+
+    from lau.config import UnlearnConfig
+    from lau.features import FeatureSet
+    from lau.search import gather
+
+    generator = torch.Generator().manual_seed(0)
+    features = FeatureSet("k", 1, torch.rand(40, 4, generator=generator), torch.arange(40) % 4,
+                          torch.rand(8, 4, generator=generator), torch.arange(8) % 4,
+                          torch.rand(12, 4, generator=generator), torch.arange(12) % 4)
+    lau = gather(features, (1,), UnlearnConfig(retain_per_class=5))
+    assert len(lau.forget_labels) == 10 + 3 and set(lau.forget_labels.tolist()) == {1}
+    assert torch.bincount(lau.retain_labels, minlength=4).tolist() == [5, 0, 5, 5]
+    assert torch.bincount(lau.val_retain_labels, minlength=4).tolist() == [3, 0, 3, 3]
+    paper = gather(features, (1,), dataclasses.replace(UnlearnConfig(), method="lau_paper"))
+    assert len(paper.forget_labels) == 10
