@@ -71,7 +71,7 @@ class UnlearnConfig:
     alpha: float = 0.5
     optimizer: str = "sgd"
     lr: float = 0.001
-    batch_size: int = 0
+    batch_size: int = 1024
     max_epochs: int = 200
     margin: float = 1.0
     balanced: bool = True

@@ -174,7 +174,9 @@ def unlearn_head(head: nn.Module, forget_features: torch.Tensor, forget_labels: 
     """Run LAU on F_c in place, from the forget features alone (plus retain ones if enabled).
 
     ``blocked_classes`` (every class forgotten in this lineage) are never chosen as attack targets:
-    a forgotten sample must land on a class that is still served.
+    a forgotten sample must land on a class that is still served. With ``batch_size`` below |D_f|,
+    a step reads a shuffled slice of D_f (its cost stays bounded however large D_f is); the stop
+    test still reads all of it.
     """
     start = time.perf_counter()
     head.eval()  # F_c's dropout off and BatchNorm statistics fixed; gradients still flow
@@ -185,6 +187,8 @@ def unlearn_head(head: nn.Module, forget_features: torch.Tensor, forget_labels: 
     if use_retain:
         with torch.no_grad():
             retain_targets = head(retain_features)  # the original F_c's outputs, before any step
+    if forget_features.is_inference():  # read from a cache under inference mode: autograd needs a copy
+        forget_features = forget_features.clone()
     n = len(forget_labels)
     batch = n if cfg.batch_size == 0 else min(cfg.batch_size, n)
     steps = 0
@@ -192,16 +196,19 @@ def unlearn_head(head: nn.Module, forget_features: torch.Tensor, forget_labels: 
         teacher = frozen_copy(head)  # copy per epoch
         order = torch.randperm(n, generator=generator) if batch < n else torch.arange(n)
         for i in range(0, n, batch):
-            rows = order[i: i + batch]
-            features, labels = forget_features[rows], forget_labels[rows]
-            student_logits = head(features)
             if batch == n:
-                remaining = not_unlearned(student_logits.detach(), labels, cfg.margin, blocked_classes)
+                rows = order
+                student_logits = head(forget_features)
+                remaining = not_unlearned(student_logits.detach(), forget_labels, cfg.margin, blocked_classes)
             else:
                 with torch.no_grad():
                     remaining = not_unlearned(head(forget_features), forget_labels, cfg.margin, blocked_classes)
-            if not remaining.any():  # stop test before every optimizer step
+                rows = order[i: i + batch]
+            if not remaining.any():  # stop test before every optimizer step, on all of D_f
                 return LAUResult(steps, epoch + 1, True, time.perf_counter() - start)
+            features, labels = forget_features[rows], forget_labels[rows]
+            if batch < n:
+                student_logits = head(features)
             mask = not_unlearned(student_logits.detach(), labels, cfg.margin, blocked_classes)
             attacked = partial_pgd(teacher, features[mask], labels[mask], eps, step, cfg.pgd_steps)
             with torch.no_grad():

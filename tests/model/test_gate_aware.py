@@ -125,3 +125,17 @@ def test_unlearn_config_defaults_match_params_yaml(repo_root) -> None:  # noqa: 
     shipped = load_params(repo_root / "params.yaml").unlearn
     fields = ("method", "search", "scope", "retain_per_class", "val_per_class", "margin", "retain_weight")
     assert {f: getattr(shipped, f) for f in fields} == {f: getattr(UnlearnConfig(), f) for f in fields}
+
+
+def test_lau_with_batches_smaller_than_d_f_still_forgets_every_row(trained_model: SplitModel,
+                                                                   feature_sets: Features) -> None:
+    """A step reads at most ``batch_size`` forget rows (its cost stays bounded however large D_f
+    is); the stop test still covers all of them."""
+    features = feature_sets(1)
+    cfg = dataclasses.replace(Params().unlearn, batch_size=16)
+    candidate, result = unlearn(trained_model, features, (3,), cfg)
+    assert result.forget_rows > 100 and result.converged
+    for part in ("train", "val"):
+        rows = class_mask(getattr(features, f"{part}_labels"), (3,))
+        part_logits = logits(candidate, getattr(features, f"{part}_features")[rows])
+        assert not not_unlearned(part_logits, getattr(features, f"{part}_labels")[rows], cfg.margin).any(), part
