@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from lau.config import BaselinesConfig, ModelConfig, TrainConfig
 from lau.data import Split, class_mask, to_float
 from lau.models import SplitModel, clone
-from lau.train import fit, new_model, seed_everything
+from lau.train import fit, seed_everything, train_model
 from lau.utils import device, progress
 
 
@@ -34,17 +34,17 @@ class BaselineContext:
 
 
 def retrain(original: SplitModel, ctx: BaselineContext) -> SplitModel:
-    """A fresh model trained on the retain images only, with the original's recipe."""
-    keep = ~class_mask(ctx.split.train_labels, ctx.forget_classes)
-    model = new_model(ctx.split, ctx.model, ctx.train.seed)
-    return fit(model, ctx.split.train_images[keep], ctx.split.train_labels[keep], ctx.train, label="retrain")
+    """A fresh model trained on the retain images only, with the original's recipe (its best epoch
+    chosen on the retain classes' validation images)."""
+    return train_model(ctx.split, ctx.model, ctx.train, without=ctx.forget_classes, label="retrain").model
 
 
 def finetune(original: SplitModel, ctx: BaselineContext) -> SplitModel:
     """The original, trained further on the retain images only."""
     keep = ~class_mask(ctx.split.train_labels, ctx.forget_classes)
-    cfg = TrainConfig(epochs=ctx.baselines.finetune_epochs, batch_size=ctx.train.batch_size,
-                      lr=ctx.baselines.finetune_lr, seed=ctx.train.seed)
+    cfg = TrainConfig(epochs=ctx.baselines.finetune_epochs, batch_size=ctx.train.batch_size, optimizer="adamw",
+                      lr=ctx.baselines.finetune_lr, schedule="constant", warmup_epochs=0, weight_decay=0.0,
+                      augment="none", seed=ctx.train.seed)
     return fit(clone(original), ctx.split.train_images[keep], ctx.split.train_labels[keep], cfg,
                label="finetune")
 

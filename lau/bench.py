@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -15,11 +16,12 @@ from lau.features import extract_features
 from lau.metrics import CONTRACT_KEYS, evaluate, outputs_from_features, outputs_from_images
 from lau.models import SplitModel
 from lau.report import bench_table, plot_bench
-from lau.train import fit, new_model
+from lau.train import train_model
 from lau.unlearn import unlearn
 from lau.utils import progress
 
-METHODS = ("lau", *BASELINES)
+LAU_METHODS = ("lau", "lau_paper")  # on cached features; lau_paper = the paper's plain setting
+METHODS = (*LAU_METHODS, *BASELINES)
 ROW_KEYS = ("forget_acc", "test_forget_acc", "retain_acc", "test_retain_acc", "mia_efficacy",
             "probe_forget_acc")
 
@@ -35,36 +37,62 @@ def check_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
     return methods
 
 
-def run_bench(params: Params, methods: tuple[str, ...], class_sets: list[tuple[int, ...]]) -> dict:
-    """Train the original once, extract features once, then run every method for every class set."""
+def run_bench(params: Params, methods: tuple[str, ...], class_sets: list[tuple[int, ...]], *,
+              baseline_sets: int | None = None, chain: list[int] | None = None) -> dict:
+    """Train the original once, extract features once, then run every method for every class set.
+
+    ``baseline_sets`` = N runs the image-level baselines (retrain, ...) on the first N class sets
+    only (the LAU methods run on all): a retrain per class is out of reach for large backbones.
+    ``chain`` also runs those sequential deletions (``run_chain``) on the same original, under
+    ``result["chain"]``: one training instead of two.
+    """
     check_methods(methods)
     split = prepare(params.data)
     class_sets = [check_classes(c, split.num_classes, excluded=split.excluded_classes) for c in class_sets]
     _warm_up()
-    start = time.perf_counter()
-    original = new_model(split, params.model, params.train.seed)
-    original.check_depth(params.unlearn.depth)  # before minutes of training, not after
-    original = fit(original, split.train_images, split.train_labels, params.train, label="original")
-    train_s = time.perf_counter() - start
+    build_spec_check(params, split)
+    trained = train_model(split, params.model, params.train, label="original")
+    original = trained.model
     start = time.perf_counter()
     features = extract_features(original, split, params.unlearn.depth, "bench", params.features.batch_size)
     features_s = time.perf_counter() - start
     result = {"dataset": params.data.dataset, "arch": params.model.arch, "depth": params.unlearn.depth,
-              "forget_classes": list(class_sets[0]), "train_s": round(train_s, 3),
-              "features_s": round(features_s, 4), "rows": []}
-    for classes in class_sets:
-        original_metrics = evaluate(outputs_from_features(original, features), classes, split.num_classes)
+              "forget_classes": list(class_sets[0]), "train_s": trained.report.seconds,
+              "features_s": round(features_s, 4), "original": _report_json(trained.report),
+              "images": {"train": len(split.train_labels), "val": len(split.val_labels),
+                         "test": len(split.test_labels), "classes": split.num_classes}, "rows": []}
+    for index, classes in enumerate(class_sets):
+        original_metrics = evaluate(outputs_from_features(original, features), classes, split.num_classes,
+                                    with_probe=False)
         for method in methods:
+            if method not in LAU_METHODS and baseline_sets is not None and index >= baseline_sets:
+                continue
             progress(f"[bench] {method} on classes {list(classes)}")
             row = _run_method(method, original, features, split, classes, params)
             row["original_test_retain_acc"] = original_metrics["metrics"]["test_retain_acc"]
+            row["retain_drop"] = round(row["original_test_retain_acc"] - row["test_retain_acc"], 4)
             result["rows"].append(row)
+    if chain:
+        result["chain"] = {"chain": list(chain), "rows": chain_rows(params, original, features, chain)}
     return result
 
 
+def build_spec_check(params: Params, split) -> None:
+    """A depth out of range fails before minutes of training, not after."""
+    from lau.train import new_model
+
+    new_model(split, params.model, params.train.seed).check_depth(params.unlearn.depth)
+
+
+def _report_json(report) -> dict:
+    return {k: v for k, v in report.to_json().items() if k != "history"} | {"history": [
+        {"epoch": r.epoch, "val_acc": r.val_acc} for r in report.history]}
+
+
 def _run_method(method: str, original: SplitModel, features, split, classes, params: Params) -> dict:
-    if method == "lau":
-        candidate, lau_result = unlearn(original, features, classes, params.unlearn)
+    if method in LAU_METHODS:
+        cfg = dataclasses.replace(params.unlearn, method=method)
+        candidate, lau_result = unlearn(original, features, classes, cfg)
         seconds = lau_result.seconds
         outputs = outputs_from_features(candidate, features)
     else:
@@ -76,9 +104,10 @@ def _run_method(method: str, original: SplitModel, features, split, classes, par
     metrics = evaluate(outputs, classes, split.num_classes)["metrics"]
     row = {"method": method, "forget_classes": list(classes), "unlearn_s": round(seconds, 5)}
     row.update({k: metrics[k] for k in ROW_KEYS})
-    if method == "lau":
+    if method in LAU_METHODS:
         row["features_s"] = None  # filled by the caller's top-level features_s
-        row["steps"] = lau_result.steps
+        row.update(steps=lau_result.steps, converged=lau_result.converged, candidate=lau_result.candidate,
+                   val_retain_drop=lau_result.val_retain_drop)
     return row
 
 
@@ -93,7 +122,7 @@ def write_outputs(result: dict, json_path: str | Path) -> dict[str, Path]:
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     for row in result["rows"]:
-        if row["method"] == "lau":
+        if row["method"] in LAU_METHODS:
             row["features_s"] = result["features_s"]
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     table_path = json_path.with_suffix(".md")
@@ -130,25 +159,42 @@ assert set(ROW_KEYS) <= set(CONTRACT_KEYS)
 def run_chain(params: Params, chain: list[int]) -> dict:
     """Sequential deletions on one lineage (forget chain[0], then chain[1] from that version, ...):
     the cumulative forget / test-forget accuracy and retain drop after every step."""
-    from lau.pipeline import evaluate_candidate, unlearn_classes
-
     split = prepare(params.data)
     for cls in chain:
         check_classes((cls,), split.num_classes, excluded=split.excluded_classes)
     _warm_up()
-    model = new_model(split, params.model, params.train.seed)
-    model.check_depth(params.unlearn.depth)
-    model = fit(model, split.train_images, split.train_labels, params.train, label="original")
-    features = extract_features(model, split, params.unlearn.depth, "chain", params.features.batch_size)
-    rows, parent, done = [], model, ()
+    build_spec_check(params, split)
+    trained = train_model(split, params.model, params.train, label="original")
+    features = extract_features(trained.model, split, params.unlearn.depth, "chain", params.features.batch_size)
+    return {"dataset": params.data.dataset, "arch": params.model.arch, "method": params.unlearn.method,
+            "balanced": params.unlearn.balanced, "margin": params.unlearn.margin, "chain": chain,
+            "original": _report_json(trained.report), "rows": chain_rows(params, trained.model, features, chain)}
+
+
+def chain_rows(params: Params, original: SplitModel, features, chain: list[int]) -> list[dict]:
+    """Forget chain[0] from the original, chain[1] from that candidate, ...: one row per step."""
+    from lau.pipeline import evaluate_candidate, unlearn_classes
+
+    rows, parent, done = [], original, ()
     for cls in chain:
         step = unlearn_classes(params, parent, features, (cls,), done)
         metrics = evaluate_candidate(parent, step.candidate, features, step.forgotten,
                                      cfg=params.evaluation).metrics
+        root = _test_retain_acc(original, features, step.forgotten)
         rows.append({"forgotten": list(step.forgotten), "steps": step.result.steps,
                      "converged": step.result.converged, "unlearn_s": round(step.result.seconds, 5),
+                     "candidate": step.result.candidate,
                      **{k: metrics[k] for k in ("forget_acc", "test_forget_acc", "test_retain_acc",
-                                                "retain_drop", "test_predicted_as_forgotten")}})
+                                                "retain_drop", "test_predicted_as_forgotten")},
+                     "root_retain_drop": round(root - metrics["test_retain_acc"], 4)})
         parent, done = step.candidate, step.forgotten
-    return {"dataset": params.data.dataset, "arch": params.model.arch, "balanced": params.unlearn.balanced,
-            "margin": params.unlearn.margin, "chain": chain, "rows": rows}
+    return rows
+
+
+def _test_retain_acc(model: SplitModel, features, forgotten: tuple[int, ...]) -> float:
+    """The lineage root's accuracy on the test images of the classes still served."""
+    from lau.data import class_mask
+    from lau.metrics import accuracy
+
+    keep = ~class_mask(features.test_labels, forgotten)
+    return accuracy(outputs_from_features(model, features).test_logits[keep], features.test_labels[keep])

@@ -22,10 +22,16 @@ class DataConfig:
     dataset: str = "mnist5k"
     root: str = ""
     test_fraction: float = 0.2
+    val_fraction: float = 0.1
     seed: int = 0
     max_per_class: int = 0
     image_size: int = 0
     excluded_classes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.test_fraction + self.val_fraction >= 1:
+            raise BadInput(f"'data.test_fraction' + 'data.val_fraction' must leave images to train on, got "
+                           f"{self.test_fraction} + {self.val_fraction}")
 
 
 @dataclass(frozen=True)
@@ -44,8 +50,13 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
-    lr: float = 0.001
-    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    lr: float = 0.002
+    schedule: str = "cosine"
+    warmup_epochs: int = 1
+    weight_decay: float = 0.0005
+    augment: str = "none"
+    label_smoothing: float = 0.0
     seed: int = 0
 
 
@@ -66,12 +77,15 @@ class UnlearnConfig:
     alpha: float = 0.5
     optimizer: str = "sgd"
     lr: float = 0.001
-    batch_size: int = 0
+    batch_size: int = 1024
     max_epochs: int = 200
     margin: float = 1.0
     balanced: bool = True
     retain_weight: float = 2.0
-    retain_batch: int = 0
+    retain_per_class: int = 64
+    search: bool = True
+    scope: str = "rows"
+    val_per_class: int = 500
     hidden_edit: bool = True
     hidden_ridge: float = 0.3
     seed: int = 0
@@ -178,16 +192,19 @@ _POSITIVE = {"train.epochs", "train.batch_size", "train.lr", "features.batch_siz
              "baselines.neggrad_lr", "baselines.random_label_lr", "baselines.boundary_shrink_lr",
              "baselines.boundary_shrink_bound", "baselines.boundary_shrink_steps", "baselines.max_epochs",
              "baselines.batch_size", "slo.erasure_deadline_days"}
-_NON_NEGATIVE = {"data.max_per_class", "data.image_size", "train.weight_decay", "unlearn.eps",
-                 "unlearn.step", "unlearn.pgd_steps", "unlearn.batch_size", "unlearn.margin",
-                 "unlearn.retain_weight", "unlearn.retain_batch", "gate.min_mia_efficacy",
-                 "gate.min_test_retain_acc", "evaluation.retain_sample", "evaluation.mia_sample",
-                 "evaluation.probe_sample"}
+_NON_NEGATIVE = {"data.max_per_class", "data.image_size", "train.weight_decay", "train.warmup_epochs",
+                 "unlearn.eps", "unlearn.step", "unlearn.pgd_steps", "unlearn.batch_size", "unlearn.margin",
+                 "unlearn.retain_weight", "unlearn.retain_batch", "unlearn.retain_per_class",
+                 "unlearn.val_per_class", "gate.min_mia_efficacy", "gate.min_test_retain_acc",
+                 "evaluation.retain_sample", "evaluation.mia_sample", "evaluation.probe_sample"}
 _FINITE_POINTS = {"gate.max_retain_drop", "gate.max_total_retain_drop"}  # -100..100, negative = strict
-_UNIT_INTERVAL = {"unlearn.alpha", "slo.warning_fraction"}
-_CHOICES = {"unlearn.optimizer": ("adam", "sgd"), "unlearn.method": ("lau",),
-            "runner.kind": ("local", "dask")}
+_UNIT_INTERVAL = {"unlearn.alpha", "slo.warning_fraction", "train.label_smoothing"}
+_CHOICES = {"unlearn.optimizer": ("adam", "sgd"), "unlearn.method": ("lau", "lau_paper"),
+            "unlearn.scope": ("rows", "full"),
+            "train.optimizer": ("adamw", "sgd"), "train.schedule": ("cosine", "constant"),
+            "train.augment": ("none", "shift", "shift_flip"), "runner.kind": ("local", "dask")}
 _OPEN_UNIT_INTERVAL = {"data.test_fraction"}
+_HALF_OPEN_UNIT_INTERVAL = {"data.val_fraction"}
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -278,6 +295,8 @@ def _check_range(name: str, value: Any) -> None:
         raise BadInput(f"'{name}' must be a number of points between -100 and 100, got {value}")
     if name in _OPEN_UNIT_INTERVAL and not 0 < value < 1:
         raise BadInput(f"'{name}' must be strictly between 0 and 1, got {value}")
+    if name in _HALF_OPEN_UNIT_INTERVAL and not 0 <= value < 1:
+        raise BadInput(f"'{name}' must be at least 0 and below 1, got {value}")
 
 
 def _join(prefix: str, key: Any) -> str:

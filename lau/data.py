@@ -1,7 +1,9 @@
-"""Datasets: bundled (mnist5k, digits) and on-disk (cifar10, fashion_mnist, imagefolder).
+"""Datasets: bundled (mnist5k, digits), generated (synth_shapes, synth_glyphs: lau/synthetic.py)
+and on-disk (cifar10, fashion_mnist, imagefolder).
 
 Every loader returns uint8 images (N, C, H, W) and int64 labels; nothing is downloaded.
-``prepare`` applies the exclusions, the per-class cap and a deterministic stratified split.
+``prepare`` applies the exclusions, the per-class cap and a deterministic stratified split into
+train, validation (where every choice is made) and test (which only judges).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import gzip
 import json
 import pickle
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +42,20 @@ class RawDataset:
     class_names: tuple[str, ...]
 
 
+def _no_images() -> torch.Tensor:
+    return torch.empty(0, 1, 1, 1, dtype=torch.uint8)
+
+
+def _no_labels() -> torch.Tensor:
+    return torch.empty(0, dtype=torch.int64)
+
+
 @dataclass(frozen=True)
 class Split:
-    """The prepared data: a stratified train/test split with the label space of the dataset."""
+    """The prepared data: a stratified train/validation/test split with the label space of the dataset.
+
+    Validation is where choices are made (the best training epoch, LAU's candidate); test only judges.
+    """
 
     dataset: str
     train_images: torch.Tensor  # (N_train, C, H, W) uint8
@@ -50,6 +64,8 @@ class Split:
     test_labels: torch.Tensor  # (N_test,) int64
     class_names: tuple[str, ...]
     excluded_classes: tuple[int, ...] = ()
+    val_images: torch.Tensor = field(default_factory=_no_images)  # (N_val, C, H, W) uint8
+    val_labels: torch.Tensor = field(default_factory=_no_labels)  # (N_val,) int64
 
     @property
     def num_classes(self) -> int:
@@ -86,6 +102,24 @@ def load_digits(root: str = "", image_size: int = 0) -> RawDataset:
     images = torch.from_numpy(np.round(bunch.images * 255.0 / 16.0).astype(np.uint8)).unsqueeze(1)
     return RawDataset(_resize(images, image_size), torch.from_numpy(bunch.target.astype(np.int64)),
                       DIGIT_NAMES)
+
+
+def load_synth_shapes(root: str = "", image_size: int = 0) -> RawDataset:
+    """24 rendered shape classes, 200 images each, RGB 24x24 (generated, seeded: lau/synthetic.py)."""
+    return _generated("synth_shapes", image_size)
+
+
+def load_synth_glyphs(root: str = "", image_size: int = 0) -> RawDataset:
+    """26 rendered capital letters, 50-300 images per class, RGB 24x24 (generated: lau/synthetic.py)."""
+    return _generated("synth_glyphs", image_size)
+
+
+@lru_cache(maxsize=2)
+def _generated(name: str, image_size: int) -> RawDataset:
+    """Generated once per process (a few seconds); the tensors are shared, never modify them."""
+    from lau.synthetic import render_glyphs, render_shapes
+
+    return RawDataset(*(render_shapes if name == "synth_shapes" else render_glyphs)(image_size))
 
 
 def load_fashion_mnist(root: str, image_size: int = 0) -> RawDataset:
@@ -164,6 +198,8 @@ def dataset_classes(cfg: DataConfig) -> tuple[tuple[str, ...], int]:
 DATASETS: dict[str, Callable[..., RawDataset]] = {
     "mnist5k": load_mnist5k,
     "digits": load_digits,
+    "synth_shapes": load_synth_shapes,
+    "synth_glyphs": load_synth_glyphs,
     "cifar10": load_cifar10,
     "fashion_mnist": load_fashion_mnist,
     "imagefolder": load_imagefolder,
@@ -178,12 +214,16 @@ def load_dataset(name: str, root: str = "", image_size: int = 0) -> RawDataset:
 
 
 def prepare(cfg: DataConfig) -> Split:
-    """Load, drop excluded classes, cap per class and split, all deterministic given ``cfg.seed``."""
+    """Load, drop excluded classes, cap per class and split, all deterministic given ``cfg.seed``.
+
+    Per class, a seeded permutation gives test its first ``test_fraction``, validation the next
+    ``val_fraction``, train the rest (each part gets at least one image of a class with three or more).
+    """
     raw = load_dataset(cfg.dataset, cfg.root, cfg.image_size)
     check_classes(cfg.excluded_classes, len(raw.class_names), what="data.excluded_classes",
                   allow_empty=True)
     generator = torch.Generator().manual_seed(cfg.seed)
-    train_idx, test_idx = [], []
+    parts: dict[str, list[torch.Tensor]] = {"train": [], "val": [], "test": []}
     for cls in range(len(raw.class_names)):
         if cls in cfg.excluded_classes:
             continue
@@ -191,15 +231,23 @@ def prepare(cfg: DataConfig) -> Split:
         idx = idx[torch.randperm(len(idx), generator=generator)]
         if cfg.max_per_class:
             idx = idx[: cfg.max_per_class]
-        n_test = int(round(len(idx) * cfg.test_fraction)) if len(idx) > 1 else 0
-        n_test = min(max(n_test, 1 if len(idx) > 1 else 0), len(idx) - 1)
-        test_idx.append(idx[:n_test])
-        train_idx.append(idx[n_test:])
-    train = torch.cat(train_idx).sort().values
-    test = torch.cat(test_idx).sort().values
+        n_test = _held_out(len(idx), len(idx), cfg.test_fraction)
+        n_val = _held_out(len(idx) - n_test, len(idx), cfg.val_fraction)
+        parts["test"].append(idx[:n_test])
+        parts["val"].append(idx[n_test: n_test + n_val])
+        parts["train"].append(idx[n_test + n_val:])
+    train, val, test = (torch.cat(parts[name]).sort().values for name in ("train", "val", "test"))
     return Split(cfg.dataset, raw.images[train].contiguous(), raw.labels[train].contiguous(),
                  raw.images[test].contiguous(), raw.labels[test].contiguous(), raw.class_names,
-                 tuple(sorted(cfg.excluded_classes)))
+                 tuple(sorted(cfg.excluded_classes)), raw.images[val].contiguous(), raw.labels[val].contiguous())
+
+
+def _held_out(n: int, total: int, fraction: float) -> int:
+    """Rows held out of the ``n`` left for ``fraction`` of a class's ``total``: at least one (for a
+    fraction > 0), always leaving one row behind."""
+    if n <= 1 or fraction <= 0:
+        return 0
+    return min(max(int(round(total * fraction)), 1), n - 1)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -239,6 +287,7 @@ def save_split(split: Split, path: str | Path) -> None:
             "excluded_classes": json.dumps(list(split.excluded_classes))}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file({"train_images": split.train_images, "train_labels": split.train_labels,
+               "val_images": split.val_images.contiguous(), "val_labels": split.val_labels,
                "test_images": split.test_images, "test_labels": split.test_labels}, str(path), meta)
     canonical_safetensors(path)
 
@@ -254,10 +303,17 @@ def load_split(path: str | Path) -> Split:
 
         with safe_open(str(path), "pt") as handle:
             meta = handle.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise BadInput(f"prepared data {path} is unreadable: {err}") from None
+    if "val_images" not in tensors:
+        raise BadInput(f"prepared data {path} has no validation split (written before data.val_fraction); "
+                       "prepare it again (dvc repro)")
+    try:
         return Split(meta["dataset"], tensors["train_images"], tensors["train_labels"],
                      tensors["test_images"], tensors["test_labels"],
                      tuple(json.loads(meta["class_names"])),
-                     tuple(json.loads(meta.get("excluded_classes", "[]"))))
+                     tuple(json.loads(meta.get("excluded_classes", "[]"))),
+                     tensors["val_images"], tensors["val_labels"])
     except (SafetensorError, KeyError, OSError, ValueError) as err:
         raise BadInput(f"prepared data {path} is unreadable: {err}") from None
 

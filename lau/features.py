@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,11 +23,23 @@ from lau.models import SplitModel
 from lau.utils import device, progress
 
 FEATURES_FILE = "features.safetensors"
+FORMAT = 2  # 2: validation features beside train and test (1 had none): part of the cache key
+
+
+def _none() -> torch.Tensor:
+    return torch.empty(0)
+
+
+def _no_labels() -> torch.Tensor:
+    return torch.empty(0, dtype=torch.int64)
 
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """Cached features of the train and test images, with their labels."""
+    """Cached features of the train, validation and test images, with their labels.
+
+    Validation features are where LAU chooses among its candidates; test features only judge.
+    """
 
     key: str
     depth: int
@@ -35,6 +47,12 @@ class FeatureSet:
     train_labels: torch.Tensor  # (N_train,) int64
     test_features: torch.Tensor  # (N_test, *feature_shape) float32
     test_labels: torch.Tensor  # (N_test,) int64
+    val_features: torch.Tensor = field(default_factory=_none)  # (N_val, *feature_shape) float32
+    val_labels: torch.Tensor = field(default_factory=_no_labels)  # (N_val,) int64
+
+    @property
+    def has_val(self) -> bool:
+        return len(self.val_labels) > 0
 
 
 def extractor_hash(model: SplitModel, depth: int) -> str:
@@ -51,7 +69,7 @@ def cache_key(model: SplitModel, depth: int, data_version: str) -> str:
     preprocessing = {"mean": list(spec.mean), "std": list(spec.std), "image_size": spec.image_size,
                      "in_channels": spec.in_channels, "arch": spec.arch, "depth": depth}
     payload = json.dumps({"extractor": extractor_hash(model, depth), "data": data_version,
-                          "preprocessing": preprocessing}, sort_keys=True)
+                          "preprocessing": preprocessing, "format": FORMAT}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
@@ -73,13 +91,15 @@ def extract(model: SplitModel, images: torch.Tensor, depth: int, batch_size: int
 
 def extract_features(model: SplitModel, split: Split, depth: int, data_version: str,
                      batch_size: int = 512) -> FeatureSet:
-    """Extract the features of a whole split (train and test images)."""
+    """Extract the features of a whole split (train, validation and test images)."""
     model.check_depth(depth)
     return FeatureSet(cache_key(model, depth, data_version), depth,
                       extract(model, split.train_images, depth, batch_size, "features train"),
                       split.train_labels.clone(),
                       extract(model, split.test_images, depth, batch_size, "features test"),
-                      split.test_labels.clone())
+                      split.test_labels.clone(),
+                      extract(model, split.val_images, depth, batch_size, "features val"),
+                      split.val_labels.clone())
 
 
 def save_features(features: FeatureSet, folder: str | Path) -> Path:
@@ -88,13 +108,14 @@ def save_features(features: FeatureSet, folder: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"train_features": features.train_features.contiguous(),
                "train_labels": features.train_labels, "test_features": features.test_features.contiguous(),
-               "test_labels": features.test_labels}, str(path),
-              {"key": features.key, "depth": str(features.depth)})
+               "test_labels": features.test_labels, "val_features": features.val_features.contiguous(),
+               "val_labels": features.val_labels}, str(path),
+              {"key": features.key, "depth": str(features.depth), "format": str(FORMAT)})
     return canonical_safetensors(path)
 
 
 def load_features(path: str | Path) -> FeatureSet:
-    """Read a cache file written by ``save_features``."""
+    """Read a cache file written by ``save_features`` (format 2; an older file is refused)."""
     path = Path(path)
     if path.is_dir():
         path = path / FEATURES_FILE
@@ -102,7 +123,15 @@ def load_features(path: str | Path) -> FeatureSet:
         tensors = load_file(str(path))
         with safe_open(str(path), "pt") as handle:
             meta = handle.metadata() or {}
+        version = int(meta.get("format", "1"))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise BadInput(f"feature cache {path} is unreadable: {err}") from None
+    if version != FORMAT:
+        raise BadInput(f"feature cache {path} has format {version}, this code reads format {FORMAT} "
+                       "(validation features added); extract the features again")
+    try:
         return FeatureSet(meta["key"], int(meta["depth"]), tensors["train_features"],
-                          tensors["train_labels"], tensors["test_features"], tensors["test_labels"])
-    except (SafetensorError, OSError, KeyError, ValueError) as err:
+                          tensors["train_labels"], tensors["test_features"], tensors["test_labels"],
+                          tensors["val_features"], tensors["val_labels"])
+    except (KeyError, ValueError) as err:
         raise BadInput(f"feature cache {path} is unreadable: {err}") from None

@@ -19,7 +19,7 @@ from lau.evaluation import evaluate_candidate as evaluate_candidate
 from lau.evaluation import train_metrics as train_metrics
 from lau.features import FeatureSet, extract_features
 from lau.models import SplitModel
-from lau.train import fit, new_model
+from lau.train import Trained, train_model
 from lau.unlearn import LAUResult, unlearn
 from lau.zoo import is_adopted_arch, parse_arch, resolve_preprocessing
 
@@ -60,12 +60,16 @@ def with_adoption(params: Params, *, arch: str, weights: str, head: str = "", we
 
 
 def train_original(params: Params, split: Split) -> SplitModel:
-    """The original model, trained on every image of the split (seeded)."""
+    """The original model, trained on the split's train images, its best epoch on validation kept."""
+    return train_with_report(params, split).model
+
+
+def train_with_report(params: Params, split: Split) -> Trained:
+    """``train_original`` with its report: epochs run, the epoch kept, train/val/test accuracy."""
     if is_adopted_arch(params.model.arch):
         raise BadInput(f"model.arch '{params.model.arch}' is a team's model: `lau adopt` registers it "
                        "(retraining it is the team's job: docs/adopt.md)")
-    model = new_model(split, params.model, params.train.seed)
-    return fit(model, split.train_images, split.train_labels, params.train, label="train")
+    return train_model(split, params.model, params.train, label="train")
 
 
 def adopt_original(params: Params, split: Split, weights: str | Path) -> SplitModel:

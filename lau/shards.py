@@ -27,7 +27,7 @@ from lau.errors import BadInput
 from lau.features import extract
 from lau.models import SplitModel
 
-PARTS = ("train", "test")  # the image sets of a split, in the order FeatureSet holds them
+PARTS = ("train", "test", "val")  # the image sets of a split, in the order FeatureSet holds them
 MODEL_DIR = "inputs/model"
 IMAGES_FILE = "inputs/images.safetensors"
 

@@ -10,7 +10,10 @@
     stop        = every forget sample unlearned, tested before every optimizer step
 
 Only D_f is used, as in the paper, unless ``retain_weight`` > 0 adds distillation towards the
-original head on cached retain features (our extension; 0 = the paper's retain-free setting).
+original head on a stratified sample of cached retain features (our extension; 0 = the paper's
+retain-free setting). ``unlearn.method: lau`` is gate-aware: D_f is every train and validation
+image of the forgotten classes, and a few candidate runs (lau/search.py) are tried, the one with
+the least validation retain drop kept. ``lau_paper`` runs the paper's plain setting once.
 
 With depth >= 2 and ``hidden_edit``, a closed-form edit of F_c's last hidden Linear layer runs
 first (see edit_hidden): the paper has no such step; it lowers how decodable the forgotten class
@@ -23,7 +26,7 @@ import contextlib
 import copy
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -31,23 +34,53 @@ import torch.nn.functional as F
 from torch import nn
 
 from lau.config import UnlearnConfig
-from lau.data import class_mask
 from lau.features import FeatureSet
+from lau.hidden_edit import edit_hidden
 from lau.models import SplitModel, clone
+from lau.search import CANDIDATES, CandidateRecord, LAUData, accept_at_once, choose, gather, retain_drop
 from lau.utils import progress
 
 
 @dataclass(frozen=True)
 class LAUResult:
-    """What the optimisation did: steps taken, epochs begun, whether every sample was unlearned."""
+    """What the optimisation did: steps taken, epochs begun, whether every sample was unlearned.
+
+    ``unlearn`` adds which candidate it kept and why (every candidate tried, with its validation
+    retain drop), and the sizes of the samples it read; ``seconds`` counts the whole search.
+    """
 
     steps: int
     epochs: int
     converged: bool
     seconds: float
+    method: str = "lau"
+    candidate: str = ""
+    val_retain_drop: float | None = None
+    candidates: tuple[CandidateRecord, ...] = ()
+    forget_rows: int = 0
+    retain_rows: int = 0
+
+    def to_json(self) -> dict:
+        """Plain JSON (the audit report's "lau" section)."""
+        data = dataclasses.asdict(self)
+        data["candidates"] = [dataclasses.asdict(c) for c in self.candidates]
+        return data
+
+    def tags(self) -> dict[str, str]:
+        """The version tags that say how this candidate was made."""
+        tried = ",".join(f"{c.name}:{'ok' if c.converged else 'no'}:{_fmt(c.val_retain_drop)}"
+                         for c in self.candidates)
+        return {"lau.method": self.method, "lau.candidate": self.candidate,
+                "lau.val_retain_drop": _fmt(self.val_retain_drop), "lau.candidates_tried": tried,
+                "lau.steps": str(self.steps), "lau.converged": str(self.converged).lower(),
+                "lau.forget_rows": str(self.forget_rows), "lau.retain_rows": str(self.retain_rows)}
 
 
-def partial_pgd(teacher: nn.Module, features: torch.Tensor, labels: torch.Tensor,
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def partial_pgd(teacher: Callable[[torch.Tensor], torch.Tensor], features: torch.Tensor, labels: torch.Tensor,
                 eps: torch.Tensor, step: torch.Tensor, steps: int) -> torch.Tensor:
     """Untargeted L-inf PGD on *features* against the teacher: raises CE(teacher(f), y).
 
@@ -62,6 +95,12 @@ def partial_pgd(teacher: nn.Module, features: torch.Tensor, labels: torch.Tensor
             delta += step * grad.sign()
             delta.copy_(torch.maximum(torch.minimum(delta, eps), -eps))
     return (features + delta).detach()
+
+
+def frozen_copy(head: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The teacher: ``head`` as it is now, as a function of its detached copied weights (no module copy)."""
+    state = {name: tensor.detach().clone() for name, tensor in head.state_dict(keep_vars=True).items()}
+    return lambda features: torch.func.functional_call(head, state, (features,))
 
 
 def not_unlearned(logits: torch.Tensor, labels: torch.Tensor, margin: float = 0.0,
@@ -135,35 +174,41 @@ def unlearn_head(head: nn.Module, forget_features: torch.Tensor, forget_labels: 
     """Run LAU on F_c in place, from the forget features alone (plus retain ones if enabled).
 
     ``blocked_classes`` (every class forgotten in this lineage) are never chosen as attack targets:
-    a forgotten sample must land on a class that is still served.
+    a forgotten sample must land on a class that is still served. With ``batch_size`` below |D_f|,
+    a step reads a shuffled slice of D_f (its cost stays bounded however large D_f is); the stop
+    test still reads all of it.
     """
     start = time.perf_counter()
     head.eval()  # F_c's dropout off and BatchNorm statistics fixed; gradients still flow
-    original = copy.deepcopy(head).requires_grad_(False)
     optimizer = make_optimizer(head, cfg)
     eps, step = cfg.eps * feature_std, cfg.step * feature_std  # per-dimension feature scale
     generator = torch.Generator().manual_seed(cfg.seed)
     use_retain = cfg.retain_weight > 0 and retain_features is not None and len(retain_features) > 0
     if use_retain:
         with torch.no_grad():
-            retain_targets = original(retain_features)
+            retain_targets = head(retain_features)  # the original F_c's outputs, before any step
+    if forget_features.is_inference():  # read from a cache under inference mode: autograd needs a copy
+        forget_features = forget_features.clone()
     n = len(forget_labels)
     batch = n if cfg.batch_size == 0 else min(cfg.batch_size, n)
     steps = 0
     for epoch in range(cfg.max_epochs):
-        teacher = copy.deepcopy(head).requires_grad_(False)  # copy per epoch
+        teacher = frozen_copy(head)  # copy per epoch
         order = torch.randperm(n, generator=generator) if batch < n else torch.arange(n)
         for i in range(0, n, batch):
-            rows = order[i: i + batch]
-            features, labels = forget_features[rows], forget_labels[rows]
-            student_logits = head(features)
             if batch == n:
-                remaining = not_unlearned(student_logits.detach(), labels, cfg.margin, blocked_classes)
+                rows = order
+                student_logits = head(forget_features)
+                remaining = not_unlearned(student_logits.detach(), forget_labels, cfg.margin, blocked_classes)
             else:
                 with torch.no_grad():
                     remaining = not_unlearned(head(forget_features), forget_labels, cfg.margin, blocked_classes)
-            if not remaining.any():  # stop test before every optimizer step
+                rows = order[i: i + batch]
+            if not remaining.any():  # stop test before every optimizer step, on all of D_f
                 return LAUResult(steps, epoch + 1, True, time.perf_counter() - start)
+            features, labels = forget_features[rows], forget_labels[rows]
+            if batch < n:
+                student_logits = head(features)
             mask = not_unlearned(student_logits.detach(), labels, cfg.margin, blocked_classes)
             attacked = partial_pgd(teacher, features[mask], labels[mask], eps, step, cfg.pgd_steps)
             with torch.no_grad():
@@ -176,11 +221,7 @@ def unlearn_head(head: nn.Module, forget_features: torch.Tensor, forget_labels: 
             else:
                 loss = lau_loss(student_logits, targets, cfg.temperature, cfg.alpha)
             if use_retain:
-                retain_in, retain_out = retain_features, retain_targets
-                if 0 < cfg.retain_batch < len(retain_features):
-                    pick = torch.randint(len(retain_features), (cfg.retain_batch,), generator=generator)
-                    retain_in, retain_out = retain_features[pick], retain_targets[pick]
-                loss = loss + cfg.retain_weight * distill_loss(head(retain_in), retain_out, cfg.temperature)
+                loss = loss + cfg.retain_weight * distill_loss(head(retain_features), retain_targets, cfg.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -189,54 +230,6 @@ def unlearn_head(head: nn.Module, forget_features: torch.Tensor, forget_labels: 
         converged = not not_unlearned(head(forget_features), forget_labels, cfg.margin,
                                        blocked_classes).any()
     return LAUResult(steps, cfg.max_epochs, bool(converged), time.perf_counter() - start)
-
-
-def _last_hidden_linear(head: nn.Sequential) -> nn.Linear | None:
-    """The last nn.Linear of F_c before its classification block (None if there is none)."""
-    linears = [m for m in head[:-1].modules() if isinstance(m, nn.Linear)]
-    return linears[-1] if linears else None
-
-
-@torch.no_grad()
-def edit_hidden(head: nn.Sequential, features: torch.Tensor, labels: torch.Tensor,
-                forget_classes: tuple[int, ...], ridge: float) -> bool:
-    """Move the forget samples' pre-activations z = W x + b at F_c's last hidden Linear layer onto
-    the mean z of the nearest class still served, leaving the other samples' z where they were:
-
-        W' = argmin sum_retain |W' x - z|^2 + sum_forget |W' x - target|^2 + lam |W' - W|^2
-           = W + (T - W X_f) X_f^T (X^T X + lam I)^-1          (x with a trailing 1 for the bias)
-
-    ``lam`` = ``ridge`` x the mean diagonal of X^T X: larger keeps the edit smaller and smoother,
-    which is what carries it over to the test images. Returns False (nothing changed) when F_c
-    has no hidden Linear layer reading (batch, dim) inputs.
-    """
-    linear = _last_hidden_linear(head)
-    if linear is None:
-        return False
-    captured: list[torch.Tensor] = []
-    hook = linear.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
-    try:
-        head[:-1](features)
-    finally:
-        hook.remove()
-    x = captured[0]
-    if x.dim() != 2:
-        return False
-    x = torch.cat([x.double(), x.new_ones(len(x), 1, dtype=torch.float64)], dim=1)  # (N, D+1)
-    weight = torch.cat([linear.weight.double(), linear.bias.double()[:, None]], dim=1)  # (H, D+1)
-    z = x @ weight.T  # (N, H)
-    forget = class_mask(labels, forget_classes)
-    served = [int(c) for c in labels[~forget].unique()]
-    means = torch.stack([z[labels == c].mean(0) for c in served])  # (C, H)
-    targets = means[torch.cdist(z[forget], means).argmin(1)]  # (B, H)
-    gram = x.T @ x
-    lam = ridge * float(gram.diagonal().mean())
-    factor = torch.linalg.cholesky(gram + lam * torch.eye(len(gram), dtype=gram.dtype))  # SPD: lam > 0
-    delta = torch.cholesky_solve(x[forget].T @ (targets - z[forget]), factor).T  # (H, D+1)
-    weight += delta
-    linear.weight.copy_(weight[:, :-1].to(linear.weight.dtype))
-    linear.bias.copy_(weight[:, -1].to(linear.bias.dtype))
-    return True
 
 
 def make_optimizer(head: nn.Module, cfg: UnlearnConfig) -> torch.optim.Optimizer:
@@ -271,37 +264,105 @@ def _warm_up(head: nn.Module, features: torch.Tensor, labels: torch.Tensor, cfg:
                  torch.ones_like(features[0]))
 
 
-def feature_scale(train_features: torch.Tensor) -> torch.Tensor:
-    """Per-dimension std of the training features (floored), the unit of eps and step."""
-    std = train_features.std(dim=0)
-    return std.clamp_min(1e-6 if std.numel() == 0 else max(float(std.mean()) * 1e-3, 1e-6))
+def paper_config(cfg: UnlearnConfig) -> UnlearnConfig:
+    """The paper's plain setting (``unlearn.method: lau_paper``): retain-free, no margin, the batch-mean
+    loss, every parameter of F_c, Adam lr 0.01 on batches of 64 (the public re-implementation), D_f
+    = the training images of the class, no hidden edit, no search."""
+    return dataclasses.replace(cfg, method="lau_paper", margin=0.0, balanced=False, retain_weight=0.0,
+                               optimizer="adam", lr=0.01, batch_size=64, hidden_edit=False, search=False,
+                               scope="full")
+
+
+def _classifier(head: nn.Module) -> nn.Linear:
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("F_c has no Linear classification layer")
+    return linears[-1]
+
+
+def _restrict_to_rows(head: nn.Module, rows: tuple[int, ...]) -> list:
+    """Only the classification layer's rows (and biases) of ``rows`` may change: every other
+    parameter of F_c is frozen, and the gradient of the other rows is zeroed."""
+    classifier = _classifier(head)
+    head.requires_grad_(False)
+    classifier.requires_grad_(True)
+    mask = torch.zeros(classifier.out_features, 1)
+    mask[list(rows)] = 1.0
+    handles = [classifier.weight.register_hook(lambda grad: grad * mask)]
+    if classifier.bias is not None:
+        handles.append(classifier.bias.register_hook(lambda grad: grad * mask[:, 0]))
+    return handles
+
+
+def _run_candidate(model: SplitModel, depth: int, data: LAUData, cfg: UnlearnConfig,
+                   blocked: tuple[int, ...]) -> tuple[nn.Sequential, LAUResult]:
+    """One LAU run on a fresh copy of F_c (the hidden edit first at depth >= 2)."""
+    start = time.perf_counter()
+    head = copy.deepcopy(model.head(depth))
+    if depth >= 2 and cfg.hidden_edit:
+        edit_features = torch.cat([data.retain_features, data.forget_features])
+        edit_labels = torch.cat([data.retain_labels, data.forget_labels])
+        edit_hidden(head, edit_features, edit_labels, blocked, cfg.hidden_ridge)
+    handles = _restrict_to_rows(head, blocked) if cfg.scope == "rows" else []
+    try:
+        result = unlearn_head(head, data.forget_features, data.forget_labels, cfg, data.scale,
+                              retain_features=data.retain_features, blocked_classes=blocked)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return head.eval(), dataclasses.replace(result, seconds=time.perf_counter() - start)
+
+
+@torch.no_grad()
+def _record(name: str, head: nn.Module, data: LAUData, result: LAUResult,
+            parent_val_logits: torch.Tensor) -> CandidateRecord:
+    drop = retain_drop(parent_val_logits, head(data.val_retain_features), data.val_retain_labels)
+    forget_acc = None
+    if len(data.val_forget_labels):
+        forget_acc = round(100.0 * (head(data.val_forget_features).argmax(1) == data.val_forget_labels)
+                           .float().mean().item(), 4)
+    return CandidateRecord(name, result.steps, result.converged, drop, forget_acc, round(result.seconds, 5))
 
 
 def unlearn(model: SplitModel, features: FeatureSet, forget_classes: tuple[int, ...],
             cfg: UnlearnConfig, *, blocked_classes: tuple[int, ...] = ()) -> tuple[SplitModel, LAUResult]:
-    """LAU on a copy of ``model``: only F_c (the last ``features.depth`` blocks) changes."""
+    """LAU on a copy of ``model``: only F_c (the last ``features.depth`` blocks) changes.
+
+    ``method: lau`` tries the candidates of lau/search.py in order (or only ``unlearn.scope`` with
+    ``search: false``) and keeps the one with the least validation retain drop among those that
+    forget (the first that forgets and loses nothing on validation ends the search);
+    ``lau_paper`` runs the paper's plain setting once. ``seconds`` counts the whole search.
+    """
     depth = features.depth
+    cfg = paper_config(cfg) if cfg.method == "lau_paper" else cfg
+    blocked = tuple(sorted(set(blocked_classes) | set(forget_classes)))
+    names = list(CANDIDATES) if cfg.search and cfg.method == "lau" else [cfg.scope]
+    with _threads_for(model.head(depth)):
+        _warm_up(model.head(depth), features.train_features[:2], features.train_labels[:2], cfg)
+        start = time.perf_counter()
+        data = gather(features, blocked, cfg)
+        with torch.no_grad():
+            parent_val_logits = model.head(depth)(data.val_retain_features)
+        runs, records = [], []
+        for name in names:
+            setting = dataclasses.replace(cfg, **CANDIDATES.get(name, {"scope": name}))
+            torch.manual_seed(cfg.seed)
+            head, result = _run_candidate(model, depth, data, setting, blocked)
+            runs.append((head, result))
+            records.append(_record(name, head, data, result, parent_val_logits))
+            if accept_at_once(records[-1]):
+                break
+        best = choose(records)
+        seconds = time.perf_counter() - start
+    head, result = runs[best]
     candidate = clone(model)
     candidate.freeze_features(depth)
-    head = candidate.head(depth)
-    forget_rows = class_mask(features.train_labels, forget_classes)
-    retain = features.train_features[~forget_rows] if cfg.retain_weight > 0 else None
-    blocked = tuple(sorted(set(blocked_classes) | set(forget_classes)))
-    edit_s = 0.0
-    if depth >= 2 and cfg.hidden_edit:  # one linear solve: every thread helps
-        start = time.perf_counter()
-        edited = edit_hidden(head, features.train_features, features.train_labels, blocked, cfg.hidden_ridge)
-        edit_s = time.perf_counter() - start
-        progress(f"[lau] hidden edit {'done' if edited else 'skipped (no hidden Linear layer)'} "
-                 f"in {edit_s * 1000:.1f} ms")
-    with _threads_for(head):
-        _warm_up(candidate.head(depth), features.train_features[:2], features.train_labels[:2], cfg)
-        torch.manual_seed(cfg.seed)
-        result = unlearn_head(head, features.train_features[forget_rows], features.train_labels[forget_rows],
-                              cfg, feature_scale(features.train_features), retain_features=retain,
-                              blocked_classes=blocked)
-        result = dataclasses.replace(result, seconds=result.seconds + edit_s)
-    progress(f"[lau] classes {list(forget_classes)}: {result.steps} steps, {result.epochs} epochs, "
-             f"{'converged' if result.converged else 'NOT converged'} in {result.seconds * 1000:.1f} ms")
+    candidate.head(depth).load_state_dict(head.state_dict())
     candidate.eval()
+    result = dataclasses.replace(result, seconds=seconds, method=cfg.method, candidate=records[best].name,
+                                 val_retain_drop=records[best].val_retain_drop, candidates=tuple(records),
+                                 forget_rows=len(data.forget_labels), retain_rows=len(data.retain_labels))
+    progress(f"[lau] classes {list(forget_classes)}: candidate {result.candidate} of "
+             f"{[f'{r.name} {_fmt(r.val_retain_drop)}' for r in records]}, {result.steps} steps, "
+             f"{'converged' if result.converged else 'NOT converged'} in {seconds * 1000:.1f} ms")
     return candidate, result

@@ -61,35 +61,75 @@ def test_unknown_dataset_lists_the_valid_ones() -> None:
 def test_prepare_is_deterministic_per_seed() -> None:
     cfg = DataConfig(dataset="digits", max_per_class=60)
     first, again = prepare(cfg), prepare(cfg)
-    for name in ("train_images", "train_labels", "test_images", "test_labels"):
+    for name in ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels"):
         assert torch.equal(getattr(first, name), getattr(again, name)), name
     other = prepare(DataConfig(dataset="digits", max_per_class=60, seed=1))
     assert not torch.equal(first.test_images, other.test_images)
+    assert not torch.equal(first.val_images, other.val_images)
     assert torch.equal(torch.bincount(first.test_labels), torch.bincount(other.test_labels))
+    assert torch.equal(torch.bincount(first.val_labels), torch.bincount(other.val_labels))
 
 
-@pytest.mark.parametrize("test_fraction", [0.2, 0.35])
-def test_prepare_is_stratified(test_fraction: float) -> None:
-    split = prepare(DataConfig(dataset="digits", test_fraction=test_fraction))
+@pytest.mark.parametrize(("test_fraction", "val_fraction"), [(0.2, 0.1), (0.35, 0.2)])
+def test_prepare_is_stratified_into_train_val_test(test_fraction: float, val_fraction: float) -> None:
+    split = prepare(DataConfig(dataset="digits", test_fraction=test_fraction, val_fraction=val_fraction))
     raw_counts = torch.bincount(load_digits().labels)
-    test_counts = torch.bincount(split.test_labels, minlength=10)
-    train_counts = torch.bincount(split.train_labels, minlength=10)
-    assert torch.equal(train_counts + test_counts, raw_counts)  # nothing lost, nothing duplicated
-    share = test_counts.float() / raw_counts.float()
-    assert torch.all((share - test_fraction).abs() <= 1.0 / raw_counts.float() + 1e-6), share.tolist()
+    counts = {part: torch.bincount(getattr(split, f"{part}_labels"), minlength=10)
+              for part in ("train", "val", "test")}
+    assert torch.equal(counts["train"] + counts["val"] + counts["test"], raw_counts)  # nothing lost or duplicated
+    for part, fraction in (("test", test_fraction), ("val", val_fraction)):
+        share = counts[part].float() / raw_counts.float()
+        assert torch.all((share - fraction).abs() <= 1.0 / raw_counts.float() + 1e-6), (part, share.tolist())
 
 
-def test_prepare_caps_images_per_class_and_keeps_train_test_disjoint() -> None:
+def test_validation_is_taken_after_test_so_the_test_images_stay_put() -> None:
+    """Adding a validation split takes its images from train: the test split a gate judged on before
+    is the same set of images."""
+    with_val = prepare(DataConfig(dataset="digits", val_fraction=0.15))
+    without_val = prepare(DataConfig(dataset="digits", val_fraction=0.0))
+    assert torch.equal(with_val.test_images, without_val.test_images)
+    assert len(without_val.val_labels) == 0
+    assert len(with_val.train_labels) + len(with_val.val_labels) == len(without_val.train_labels)
+
+
+def test_prepare_caps_images_per_class_and_keeps_train_val_test_disjoint() -> None:
     split = prepare(DataConfig(dataset="mnist5k", max_per_class=40))
-    counts = torch.bincount(split.train_labels, minlength=10) + torch.bincount(split.test_labels, minlength=10)
+    counts = sum(torch.bincount(getattr(split, f"{part}_labels"), minlength=10) for part in ("train", "val", "test"))
     assert counts.tolist() == [40] * 10
-    train = {tuple(img.flatten().tolist()) for img in split.train_images}
-    assert not any(tuple(img.flatten().tolist()) in train for img in split.test_images)
+    assert torch.bincount(split.val_labels, minlength=10).tolist() == [4] * 10
+    seen: set = set()
+    for part in ("train", "val", "test"):
+        images = {tuple(img.flatten().tolist()) for img in getattr(split, f"{part}_images")}
+        assert not images & seen, f"{part} shares images with an earlier part"
+        seen |= images
 
 
-def test_excluded_classes_leave_train_and_test() -> None:
+def test_a_tiny_class_keeps_a_training_image() -> None:
+    """Three images of a class: one each for train, validation and test; two: train and test."""
+    split = prepare(DataConfig(dataset="digits", max_per_class=3))
+    for part in ("train", "val", "test"):
+        assert torch.bincount(getattr(split, f"{part}_labels"), minlength=10).tolist() == [1] * 10, part
+    split = prepare(DataConfig(dataset="digits", max_per_class=2))
+    assert torch.bincount(split.train_labels, minlength=10).tolist() == [1] * 10
+    assert len(split.val_labels) == 0
+
+
+@pytest.mark.parametrize(("test_fraction", "val_fraction", "says"),
+                         [(0.5, 0.5, "must leave images to train on"), (0.2, 1.0, "data.val_fraction"),
+                          (0.2, -0.1, "data.val_fraction")])
+def test_fractions_that_leave_no_training_data_are_bad_input(tmp_path: Path, test_fraction: float,
+                                                              val_fraction: float, says: str) -> None:
+    from lau.config import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text(f"data:\n  test_fraction: {test_fraction}\n  val_fraction: {val_fraction}\n")
+    with pytest.raises(BadInput, match=says):
+        load_params(path)
+
+
+def test_excluded_classes_leave_train_val_and_test() -> None:
     split = prepare(DataConfig(dataset="digits", excluded_classes=(3, 7)))
-    for labels in (split.train_labels, split.test_labels):
+    for labels in (split.train_labels, split.val_labels, split.test_labels):
         assert not torch.isin(labels, torch.tensor([3, 7])).any()
         assert set(labels.tolist()) == set(range(10)) - {3, 7}
     assert split.num_classes == 10  # the label space stays: class ids keep their meaning
@@ -105,10 +145,22 @@ def test_split_round_trips_through_safetensors(tmp_path: Path) -> None:
     split = prepare(DataConfig(dataset="digits", max_per_class=20, excluded_classes=(5,)))
     save_split(split, tmp_path / "split.safetensors")
     loaded = load_split(tmp_path / "split.safetensors")
-    assert torch.equal(loaded.train_images, split.train_images)
-    assert torch.equal(loaded.test_labels, split.test_labels)
+    for name in ("train_images", "val_images", "val_labels", "test_labels"):
+        assert torch.equal(getattr(loaded, name), getattr(split, name)), name
     assert (loaded.class_names, loaded.excluded_classes, loaded.dataset) == (
         split.class_names, split.excluded_classes, split.dataset)
+
+
+def test_a_split_written_without_validation_is_refused(tmp_path: Path) -> None:
+    """A prepared file from before the validation split: one clear line, not a silent empty val."""
+    from safetensors.torch import save_file
+
+    split = prepare(DataConfig(dataset="digits", max_per_class=10))
+    save_file({"train_images": split.train_images, "train_labels": split.train_labels,
+               "test_images": split.test_images, "test_labels": split.test_labels},
+              str(tmp_path / "old.safetensors"), {"dataset": "digits", "class_names": "[]"})
+    with pytest.raises(BadInput, match="no validation split"):
+        load_split(tmp_path / "old.safetensors")
 
 
 # ------------------------------------------------------------------ class lists

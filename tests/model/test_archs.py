@@ -18,11 +18,11 @@ from tests.conftest import serve_logits
 
 @pytest.fixture(scope="module")
 def four_digits() -> Split:
-    """Digits 0-3 at 16x16, 50 per class (40 train + 10 test): 4 classes, grayscale."""
+    """Digits 0-3 at 16x16, 50 per class (35 train + 5 validation + 10 test): 4 classes, grayscale."""
     split = prepare(DataConfig(dataset="digits", image_size=16, max_per_class=50,
                                excluded_classes=tuple(range(4, 10))))
     return Split("digits4", split.train_images, split.train_labels, split.test_images, split.test_labels,
-                 split.class_names[:4])
+                 split.class_names[:4], val_images=split.val_images, val_labels=split.val_labels)
 
 
 def extractor_state(model: SplitModel, depth: int) -> dict[str, torch.Tensor]:
