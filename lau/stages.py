@@ -89,7 +89,7 @@ def train(params: Params) -> None:
     fixed = params.replace("features", batch_size=TRAIN_METRICS_BATCH)
     report = pipeline.train_metrics(model, pipeline.featurize(fixed, model, split, data_version, depth=1))
     write_json(TRAIN_METRICS, {**report.metrics, "train_images": len(split.train_labels),
-                               "test_images": len(split.test_labels),
+                               "val_images": len(split.val_labels), "test_images": len(split.test_labels),
                                "excluded_classes": list(split.excluded_classes),
                                "erased_classes": [c for c in erased_classes() if c in split.excluded_classes]})
 

@@ -184,6 +184,7 @@ def unlearn_head(head: nn.Module, forget_features: torch.Tensor, forget_labels: 
     eps, step = cfg.eps * feature_std, cfg.step * feature_std  # per-dimension feature scale
     generator = torch.Generator().manual_seed(cfg.seed)
     use_retain = cfg.retain_weight > 0 and retain_features is not None and len(retain_features) > 0
+    retain_targets = None
     if use_retain:
         with torch.no_grad():
             retain_targets = head(retain_features)  # the original F_c's outputs, before any step
@@ -209,27 +210,39 @@ def unlearn_head(head: nn.Module, forget_features: torch.Tensor, forget_labels: 
             features, labels = forget_features[rows], forget_labels[rows]
             if batch < n:
                 student_logits = head(features)
-            mask = not_unlearned(student_logits.detach(), labels, cfg.margin, blocked_classes)
-            attacked = partial_pgd(teacher, features[mask], labels[mask], eps, step, cfg.pgd_steps)
-            with torch.no_grad():
-                attacked_logits = teacher(attacked)
-                if blocked_classes:
-                    attacked_logits[:, list(blocked_classes)] = float("-inf")
-            targets = masked_targets(student_logits, attacked_logits, mask)
-            if cfg.balanced:  # each part averaged over its own rows (see balanced_loss)
-                loss = balanced_loss(student_logits, targets, mask, cfg.temperature, cfg.alpha)
-            else:
-                loss = lau_loss(student_logits, targets, cfg.temperature, cfg.alpha)
-            if use_retain:
-                loss = loss + cfg.retain_weight * distill_loss(head(retain_features), retain_targets, cfg.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            retain = (retain_features, retain_targets) if use_retain else None
+            _lau_step(head, teacher, optimizer, (features, labels, student_logits), cfg, (eps, step),
+                      blocked_classes, retain)
             steps += 1
     with torch.no_grad():
         converged = not not_unlearned(head(forget_features), forget_labels, cfg.margin,
                                        blocked_classes).any()
     return LAUResult(steps, cfg.max_epochs, bool(converged), time.perf_counter() - start)
+
+
+def _lau_step(head: nn.Module, teacher: nn.Module, optimizer: torch.optim.Optimizer,
+              batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], cfg: UnlearnConfig,
+              pgd: tuple[torch.Tensor, torch.Tensor], blocked_classes: tuple[int, ...],
+              retain: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+    """One optimizer step of LAU on a batch (features, labels, the student's logits): attack the rows
+    still recognised with the teacher, then pull the student toward the attacked outputs."""
+    features, labels, student_logits = batch
+    mask = not_unlearned(student_logits.detach(), labels, cfg.margin, blocked_classes)
+    attacked = partial_pgd(teacher, features[mask], labels[mask], pgd[0], pgd[1], cfg.pgd_steps)
+    with torch.no_grad():
+        attacked_logits = teacher(attacked)
+        if blocked_classes:
+            attacked_logits[:, list(blocked_classes)] = float("-inf")
+    targets = masked_targets(student_logits, attacked_logits, mask)
+    if cfg.balanced:  # each part averaged over its own rows (see balanced_loss)
+        loss = balanced_loss(student_logits, targets, mask, cfg.temperature, cfg.alpha)
+    else:
+        loss = lau_loss(student_logits, targets, cfg.temperature, cfg.alpha)
+    if retain is not None:
+        loss = loss + cfg.retain_weight * distill_loss(head(retain[0]), retain[1], cfg.temperature)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 def make_optimizer(head: nn.Module, cfg: UnlearnConfig) -> torch.optim.Optimizer:

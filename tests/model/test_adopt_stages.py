@@ -65,7 +65,7 @@ def test_the_train_stage_adopts_the_teams_model_and_the_unlearning_stages_run_on
     assert metrics["forget_acc"] == 0 and metrics["test_forget_acc"] == 0
     assert metrics["original"]["test_forget_acc"] > 0 and metrics["gate"]["passed"]
     train = json.loads(Path("metrics/train.json").read_text())
-    assert train["train_images"] == 60 and train["test_images"] == 20
+    assert train["train_images"] + train["val_images"] == 60 and train["test_images"] == 20
 
 
 @pytest.mark.parametrize(("weights", "arch", "says"), [
