@@ -1,6 +1,7 @@
 """`lau bench`: every benchmark of the product behind one command.
 
     lau bench [--methods ..] [--classes 3] [--each-class]   unlearning methods side by side (no stack)
+              [--baseline-sets N] [--then-chain 3,5,1]      baselines on N class sets; a chain on the same original
     lau bench --chain 3,5,1,8,7                               sequential LAU deletions on one lineage
     lau bench --scale [--sizes ..] [--dim 512] [--num-classes 10,100]   synthetic cached features
     lau bench --flow [--via forget|process] --classes 3,5     deletion flows end to end (needs the stack)
@@ -30,6 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default="lau,retrain,finetune,neggrad,random_label,boundary_shrink")
     p.add_argument("--classes", default="3", help="class ids forgotten together, e.g. 3 or 3,5")
     p.add_argument("--each-class", action="store_true", help="also run every single class of the dataset")
+    p.add_argument("--baseline-sets", type=int, default=None,
+                   help="run the image-level baselines (retrain, ...) on the first N class sets only")
+    p.add_argument("--then-chain", default=None,
+                   help="also run these sequential LAU deletions on the same original, e.g. 3,5,1,8,7")
     p.add_argument("--dataset", default=None, help="override data.dataset")
     p.add_argument("--arch", default=None, help="override model.arch")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
@@ -96,7 +101,10 @@ def _methods(args: argparse.Namespace) -> int:
     if args.each_class:
         n = len(load_dataset(params.data.dataset, params.data.root, params.data.image_size).class_names)
         class_sets += [(c,) for c in range(n) if (c,) != classes and c not in params.data.excluded_classes]
-    result = run_bench(params, methods, class_sets)
+    if args.baseline_sets is not None and args.baseline_sets < 0:
+        raise BadInput(f"--baseline-sets must be 0 or more, got {args.baseline_sets}")
+    chain = parse_classes(args.then_chain) if args.then_chain else None
+    result = run_bench(params, methods, class_sets, baseline_sets=args.baseline_sets, chain=chain)
     paths = write_outputs(result, args.json_path)
     print(paths["table"].read_text(), file=sys.stderr)
     for line in speedups(result):

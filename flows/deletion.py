@@ -132,7 +132,7 @@ def attempt(ctx: Context, request: Request, start: float) -> Request | None:
         {"features_s": round(cached.seconds, 4), "features_source": cached.source,
          "unlearn_s": round(unlearned.result.seconds, 4), "unlearn_steps": unlearned.result.steps,
          "evaluate_s": round(evaluation.seconds, 4)},
-        {"method": ctx.params.unlearn.method, "depth": depth})
+        {"method": ctx.params.unlearn.method, "depth": depth, **unlearned.result.to_json()})
     plots_dir = plots(evidence.evaluation, list(evidence.class_names), list(evidence.forgotten),
                       ctx.settings.work_dir / "plots" / request.request_id)
     if not verdict.passed:
@@ -149,7 +149,7 @@ def attempt(ctx: Context, request: Request, start: float) -> Request | None:
         forgotten_classes=evidence.forgotten, excluded_classes=champion.excluded,
         parent_version=champion.version, root_version=champion.root_version,
         root_test_retain_acc=metrics.get("root_test_retain_acc"), request_ids=(request.request_id,),
-        lau=evidence.lau)
+        lau=evidence.lau, search=unlearned.result.tags())
     data = DataInput(champion.tag("dataset", "dataset"), champion.tag("data_version"), champion.tag("data_uri"), {})
     version = register(ctx, unlearned.candidate, tags, run_name=f"forget {request.classes} ({request.request_id})",
                        metrics={**metrics, **_numbers(evidence.timings)}, evidence=evidence.to_json(),

@@ -63,7 +63,8 @@ def deletion_report(ctx: Context, request: Request, status: str, evidence: Evide
                   "new_version": version.version if version else "none (nothing registered)",
                   "forgotten_classes (cumulative)": list(evidence.forgotten),
                   "class_names": ", ".join(evidence.class_names),
-                  "LAU settings": evidence.lau or "-"},
+                  "LAU settings": {k: v for k, v in evidence.lau.items() if k != "candidates"} or "-",
+                  "LAU candidates tried (validation retain drop)": _candidates(evidence.lau)},
         "gate": evidence.verdict.to_json(), "metrics": evidence.metrics, "timings": evidence.timings,
         "hashes": {"weights_sha256": version.tag("weights_sha256") if version else "-",
                    "data_version (dvc md5)": version.tag("data_version") if version else "-",
@@ -131,3 +132,10 @@ def prefect_artifacts(ctx: Context, summary: dict[str, Any]) -> None:
 def _key(kind: str, model: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only."""
     return f"{kind}-" + "".join(c if c.isalnum() else "-" for c in model.lower())
+
+
+def _candidates(lau: dict) -> str:
+    """'rows: forgot, drop -0.11; full: ...' (the gate-aware search's choice is the one kept)."""
+    tried = lau.get("candidates") or []
+    return "; ".join(f"{c.get('name')}: {'forgot' if c.get('converged') else 'did not forget'}, "
+                     f"drop {c.get('val_retain_drop')}" for c in tried) or "-"

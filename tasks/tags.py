@@ -40,6 +40,7 @@ class VersionTags:
     consolidated_from: str = ""  # the champion a consolidation (or an adoption with --replace) replaced
     adopted_from: str = ""  # an adopted model's weights: the file or MLflow URI they came from, and their sha256
     lau: dict[str, Any] = field(default_factory=dict)  # the LAU settings a deletion chose
+    search: dict[str, str] = field(default_factory=dict)  # LAUResult.tags(): the candidate kept and those tried
 
     def __post_init__(self) -> None:
         if not self.verdict.passed:
@@ -61,7 +62,8 @@ class VersionTags:
             "adopted_from": self.adopted_from,
             "lau_settings": json.dumps(self.lau, sort_keys=True) if self.lau else "",
         }
-        return {TAG + k: str(v) for k, v in values.items()}
+        tags = {TAG + k: str(v) for k, v in values.items()}
+        return {**{k: v for k, v in self.search.items() if k.startswith(TAG) and k not in tags}, **tags}
 
 
 def _checks(verdict: Verdict) -> str:

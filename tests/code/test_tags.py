@@ -65,3 +65,14 @@ def test_evidence_round_trips_through_json_with_nan_as_null() -> None:
     assert again.verdict == PASSED and again.forgotten == (3,) and again.metrics["forget_acc"] is None
     assert list(again.evaluation.after.per_class_train_acc) == [99.0, None]
     assert again.ledger_fields("2")["gate"]["passed"] is True
+
+
+def test_the_candidate_lau_kept_is_tagged_and_cannot_overwrite_the_gate() -> None:
+    from lau.search import CandidateRecord
+    from lau.unlearn import LAUResult
+
+    result = LAUResult(3, 1, True, 0.01, candidate="rows", val_retain_drop=-0.2,
+                       candidates=(CandidateRecord("rows", 3, True, -0.2, 0.0, 0.01),))
+    mlflow_tags = tags(search={**result.tags(), "lau.gate": "forged"}).to_mlflow()
+    assert mlflow_tags["lau.candidate"] == "rows" and mlflow_tags["lau.candidates_tried"] == "rows:ok:-0.2"
+    assert mlflow_tags["lau.gate"] == "passed" and mlflow_tags["lau.method"] == "lau"
