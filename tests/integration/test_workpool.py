@@ -43,12 +43,12 @@ def private_prefect_yaml(ws: Workspace, pool: str, suffix: str, folder: Path) ->
     config = yaml.safe_load((REPO / "prefect.yaml").read_text())
     names = {}
     for deployment in config["deployments"]:
-        names[deployment["name"]] = f"{deployment['name']}-{suffix}"
-        deployment["name"] = names[deployment["name"]]
+        original = deployment["name"]
+        names[original] = deployment["name"] = f"{original}-{suffix}"
         deployment["work_pool"] = {**deployment["work_pool"], "name": pool}
         deployment["parameters"] = {**deployment["parameters"], "model_name": ws.model,
                                     "params_path": str(ws.params)}
-        if deployment["name"] == "consolidate":
+        if original == "consolidate":
             deployment["schedules"] = []  # the test starts it itself, after the deletion
         elif deployment["schedules"]:
             deployment["schedules"] = [{"interval": INTERVAL_S, "timezone": "UTC"}]
