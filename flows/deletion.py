@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, runtime
+from prefect.futures import PrefectFuture
 
 from flows.lineage import check_champion, lineage_metrics, root_accuracy
 from flows.lock import model_lock
@@ -38,6 +39,7 @@ from tasks.versions import (
     DataInput,
     find_version,
     load_champion,
+    log_plots,
     promote,
     read_champion,
     read_evidence,
@@ -133,12 +135,14 @@ def attempt(ctx: Context, request: Request, start: float) -> Request | None:
          "unlearn_s": round(unlearned.result.seconds, 4), "unlearn_steps": unlearned.result.steps,
          "evaluate_s": round(evaluation.seconds, 4)},
         {"method": ctx.params.unlearn.method, "depth": depth, **unlearned.result.to_json()})
-    plots_dir = plots(evidence.evaluation, list(evidence.class_names), list(evidence.forgotten),
-                      ctx.settings.work_dir / "plots" / request.request_id)
+    # Drawn beside the registration (Prefect's thread pool): the champion does not wait for pictures.
+    plotting = plots.submit(evidence.evaluation, list(evidence.class_names), list(evidence.forgotten),
+                            ctx.settings.work_dir / "plots" / request.request_id)
     if not verdict.passed:
-        return reject(ctx, request, evidence, plots_dir, start)
+        return reject(ctx, request, evidence, plotting.result(), start)
     current = read_champion(ctx)
     if current is None or current.version != champion.version:
+        plotting.wait()
         return None
     tags = VersionTags(
         method=ctx.params.unlearn.method, verdict=verdict, dataset=champion.tag("dataset"),
@@ -153,24 +157,30 @@ def attempt(ctx: Context, request: Request, start: float) -> Request | None:
     data = DataInput(champion.tag("dataset", "dataset"), champion.tag("data_version"), champion.tag("data_uri"), {})
     version = register(ctx, unlearned.candidate, tags, run_name=f"forget {request.classes} ({request.request_id})",
                        metrics={**metrics, **_numbers(evidence.timings)}, evidence=evidence.to_json(),
-                       plots_dir=plots_dir, data=data)
-    return complete(ctx, request, version, evidence, plots_dir, start)
+                       plots_dir=None, data=data)
+    return complete(ctx, request, version, evidence, plotting, start)
 
 
 def complete(ctx: Context, request: Request, version: Version, evidence: Evidence,
-             plots_dir: Path | None, start: float) -> Request | None:
-    """After registration: promote (only over its own parent), record the erasure, publish the
-    report, record the request. Idempotent, so a run that crashed anywhere here is completed by the
-    next one. None when the version is superseded (a newer champion appeared meanwhile)."""
+             plotting: PrefectFuture | None, start: float) -> Request | None:
+    """After registration: promote (only over its own parent), record the erasure, add the plots
+    to the version's run, publish the report, record the request. Idempotent, so a run that crashed
+    anywhere here is completed by the next one (without plots). None when the version is superseded
+    (a newer champion appeared meanwhile)."""
     fault_point("registered", request.request_id)
     current = read_champion(ctx)
     parent = version.tag("parent_version")
     if current is not None and current.version not in (parent, version.version):
         tag(ctx, version, "superseded_by", current.version)  # never promoted over a newer champion
+        if plotting is not None:
+            plotting.wait()
         return None
     if current is None or current.version != version.version:
         promote(ctx, version)
     append_erasures(ctx, tuple(request.classes), request.request_id, version.version)
+    plots_dir = plotting.result() if plotting is not None else None
+    if plots_dir is not None:
+        log_plots(ctx, version, plots_dir)
     timings = {**evidence.timings, "total_s": round(time.perf_counter() - start, 3)}
     evidence = dataclasses.replace(evidence, timings=timings)
     report_uri = audit_report(ctx, deletion_report(ctx, request, "registered", evidence, version), plots_dir)

@@ -106,6 +106,13 @@ def _log_run(ctx: Context, model: SplitModel, depth: int, mlflow_tags: dict[str,
     return run.info.run_id, logged
 
 
+@task(name="plots into the version's run", **IO)
+def log_plots(ctx: Context, version: Version, plots_dir: Path) -> None:
+    """The before/after plots beside the version's evidence (drawn while it was registered)."""
+    with mlflow_errors():
+        ctx.registry.client.log_artifacts(version.run_id, str(plots_dir), "plots")
+
+
 @task(name="promote to champion", **IO)
 def promote(ctx: Context, version: Version) -> None:
     ctx.registry.promote(version)
