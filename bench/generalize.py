@@ -71,8 +71,13 @@ def main(argv: list[str]) -> int:
         print("usage: python -m bench.generalize RESULT.json ...", file=sys.stderr)
         return 2
     max_drop = load_params("params.yaml").gate.max_retain_drop
+    try:
+        lines = summarize([Path(p) for p in argv], max_drop)
+    except (OSError, ValueError, KeyError) as err:
+        print(f"bench.generalize: not a `lau bench --each-class` result: {err}", file=sys.stderr)
+        return 2
     print(f"Gate bound: retain drop <= {max_drop} points (params.yaml gate.max_retain_drop).\n")
-    print("\n".join(summarize([Path(p) for p in argv], max_drop)))
+    print("\n".join(lines))
     return 0
 
 
