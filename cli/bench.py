@@ -103,7 +103,7 @@ def _methods(args: argparse.Namespace) -> int:
         class_sets += [(c,) for c in range(n) if (c,) != classes and c not in params.data.excluded_classes]
     if args.baseline_sets is not None and args.baseline_sets < 0:
         raise BadInput(f"--baseline-sets must be 0 or more, got {args.baseline_sets}")
-    chain = parse_classes(args.then_chain) if args.then_chain else None
+    chain = parse_classes(args.then_chain, "--then-chain") if args.then_chain else None
     result = run_bench(params, methods, class_sets, baseline_sets=args.baseline_sets, chain=chain)
     paths = write_outputs(result, args.json_path)
     print(paths["table"].read_text(), file=sys.stderr)
@@ -116,7 +116,7 @@ def _methods(args: argparse.Namespace) -> int:
 def _chain(args: argparse.Namespace) -> int:
     from lau.bench import run_chain
 
-    result = run_chain(bench_params(args), parse_classes(args.chain))
+    result = run_chain(bench_params(args), parse_classes(args.chain, "--chain"))
     path = Path(args.json_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

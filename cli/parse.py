@@ -20,19 +20,19 @@ class Parser(argparse.ArgumentParser):
         super().print_help(file or Console.stdout or sys.stdout)
 
 
-def parse_classes(text: str) -> list[int]:
+def parse_classes(text: str, flag: str = "--classes") -> list[int]:
     """'3' or '3,5' -> [3, 5]; anything else is bad input."""
     parts = [p.strip() for p in text.split(",")]
     if not text.strip() or any(p == "" for p in parts):
-        raise BadInput(f"--classes: expected class ids like 3 or 3,5, got {text!r}")
+        raise BadInput(f"{flag}: expected class ids like 3 or 3,5, got {text!r}")
     try:
         classes = [int(p) for p in parts]
     except ValueError:
-        raise BadInput(f"--classes: class ids must be integers, got {text!r}") from None
+        raise BadInput(f"{flag}: class ids must be integers, got {text!r}") from None
     if any(c < 0 for c in classes):
-        raise BadInput(f"--classes: class ids cannot be negative, got {text!r}")
+        raise BadInput(f"{flag}: class ids cannot be negative, got {text!r}")
     if len(set(classes)) != len(classes):
-        raise BadInput(f"--classes: a class is listed twice in {text!r}")
+        raise BadInput(f"{flag}: a class is listed twice in {text!r}")
     return classes
 
 

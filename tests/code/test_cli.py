@@ -70,3 +70,11 @@ def test_lau_exits_fast_but_finishes_threads_and_exit_handlers(tmp_path: Path) -
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 7, done.stderr
     assert marker.read_text() == "yes"
+
+
+def test_bench_names_the_flag_whose_class_list_is_bad() -> None:
+    from cli.parse import parse_classes
+    from lau.errors import BadInput
+
+    with pytest.raises(BadInput, match=r"^--then-chain: class ids must be integers"):
+        parse_classes("3,x", "--then-chain")
