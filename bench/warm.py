@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"model": args.model, "rows": rows,
               "median_to_champion_s": statistics.median(r["to_champion_s"] for r in rows),
               "median_to_final_s": statistics.median(r["to_final_s"] for r in rows),
-              "load_1min": round(__import__("os").getloadavg()[0], 2)}
+              "load_1min": round(os.getloadavg()[0], 2)}
     Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json_path).write_text(json.dumps(result, indent=2) + "\n")
     print(f"median request -> champion {result['median_to_champion_s']} s, -> final record "
