@@ -14,7 +14,11 @@ from lau.utils import progress
 from tasks.settings import InfraError
 
 LEASE_S = 60  # the server's minimum; renewed while the holder lives
-WAIT_S = float(os.environ.get("LAU_LOCK_TIMEOUT", "900"))
+
+
+def wait_s() -> float:
+    """How long a flow waits for the model's slot: LAU_LOCK_TIMEOUT seconds (900)."""
+    return float(os.environ.get("LAU_LOCK_TIMEOUT", "900"))
 
 
 def lock_name(model: str) -> str:
@@ -32,9 +36,10 @@ def model_lock(model: str) -> Iterator[None]:
         raise InfraError(f"Prefect API unreachable ({type(err).__name__}): is `make up` running and "
                          "PREFECT_API_URL set?") from None
     progress(f"[lock] waiting for {name}")
+    wait = wait_s()
     try:
-        with concurrency(name, occupy=1, timeout_seconds=WAIT_S, lease_duration=LEASE_S, strict=True):
+        with concurrency(name, occupy=1, timeout_seconds=wait, lease_duration=LEASE_S, strict=True):
             progress(f"[lock] holding {name}")
             yield
     except TimeoutError:
-        raise InfraError(f"another flow held {name} for over {WAIT_S:.0f} s; try again later") from None
+        raise InfraError(f"another flow held {name} for over {wait:.0f} s; try again later") from None

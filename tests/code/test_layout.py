@@ -134,3 +134,41 @@ def test_docs_link_only_inside_the_repository(doc: str) -> None:
             broken.append(target)
     assert not broken, f"{doc}: {broken}"
     assert "CONTRACT.md" not in text and "DESIGN.md" not in text, f"{doc} points at files outside the repo"
+
+
+def environment_reads_at_import(tree: ast.Module) -> list[int]:
+    """Lines that read the environment while a module is imported: at its top level or in a class body
+    (inside a function is at call time), including default values of function arguments."""
+    found = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            for default in [*node.args.defaults, *node.args.kw_defaults]:
+                if default is not None:
+                    visit(default)
+            return
+        text = ast.unparse(node) if isinstance(node, (ast.Call, ast.Subscript)) else ""
+        # a bare os.environ is a reference; setdefault at import is a default the fork server replays
+        if text.startswith(("os.environ.", "os.environ[", "os.getenv(")) and not text.startswith("os.environ.setdefault("):
+            found.append(node.lineno)
+            return
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def test_no_module_reads_the_environment_at_import() -> None:
+    """The environment is read when a command runs, not when a module is imported: a process that
+    imported the code once (the tests' fork server, tests/warm_lau.py; a warm worker) runs each
+    command with that command's environment."""
+    offences = [f"{path.relative_to(REPO)}:{line}" for path in source_files()
+                for line in environment_reads_at_import(ast.parse(path.read_text()))]
+    assert not offences, offences
+
+
+def test_the_import_time_finder_finds_one() -> None:
+    tree = ast.parse("import os\nA = os.environ.get('X')\ndef f(y=os.getenv('Y'), e=os.environ):\n"
+                     "    return os.environ['Z']\nclass C:\n    B = os.environ['B']\n")
+    assert environment_reads_at_import(tree) == [2, 3, 6]

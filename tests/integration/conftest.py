@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import warm_lau
+
 REPO = Path(__file__).resolve().parents[2]
 LAU = str(Path(sys.executable).with_name("lau"))
 
@@ -47,8 +49,8 @@ class Workspace:
                 "PYTHONUNBUFFERED": "1", **extra}
 
     def lau(self, *args: str, timeout: float = 300, **extra_env: str) -> Run:
-        done = subprocess.run([LAU, *args, "--model", self.model], capture_output=True, text=True,
-                              timeout=timeout, env=self.env(**extra_env), cwd=REPO)
+        done = warm_lau.run([LAU, *args, "--model", self.model], timeout=timeout, env=self.env(**extra_env),
+                            cwd=REPO)
         return Run(done.returncode, done.stdout, done.stderr)
 
     def read_params(self) -> dict:

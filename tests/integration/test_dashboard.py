@@ -25,6 +25,7 @@ import boto3
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import warm_lau
 from tests.dashboard.browser import CHROMIUM, Browser
 from tests.integration.conftest import LAU, REPO, make_workspace, requires_stack
 
@@ -34,8 +35,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, requires_stack, needs_c
 
 
 def _start(ws, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([LAU, *args, "--model", ws.model], env=ws.env(), cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return warm_lau.popen([LAU, *args, "--model", ws.model], env=ws.env(), cwd=REPO, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _finish(proc: subprocess.Popen, expect: int) -> dict:

@@ -12,6 +12,7 @@ import time
 import boto3
 import pytest
 
+from tests import warm_lau
 from tests.integration.conftest import LAU, REPO, make_workspace, requires_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, requires_stack]
@@ -158,8 +159,8 @@ def test_scheduled_deployment_picks_up_a_pending_request(tmp_path):
     assert ws.lau("train", "--json").code == 0
     request_id = ws.lau("request", "add", "--classes", "2", "--json").json()["request_id"]
     log = open(tmp_path / "serve.log", "w")
-    server = subprocess.Popen([LAU, "serve", "--interval", "5", "--model", ws.model], env=ws.env(), cwd=REPO,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = warm_lau.popen([LAU, "serve", "--interval", "5", "--model", ws.model], env=ws.env(), cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline, status = time.time() + 240, "pending"
         while time.time() < deadline and status not in ("registered", "rejected"):

@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import warm_lau
+
 REPO = Path(__file__).resolve().parents[2]
 LAU = str(Path(sys.executable).with_name("lau"))
 STATUSES = {"pending", "running", "registered", "rejected", "failed"}
@@ -82,8 +84,8 @@ class Live:
 
     def __init__(self, argv: list[str], env: dict[str, str]):
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, bufsize=1)
+        self.proc = warm_lau.popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, bufsize=1)
         self._stderr: list[str] = []
         self._times: list[float] = []  # when each stderr line arrived (time.monotonic)
         self._changed = threading.Condition()
@@ -174,8 +176,7 @@ class Workspace:
         argv = [LAU, *args, *(["--model", model] if model else [])]
         start = time.monotonic()
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                                  env=env or self.env(**extra))
+            done = warm_lau.run(argv, timeout=timeout, cwd=REPO, env=env or self.env(**extra))
         except subprocess.TimeoutExpired as err:
             raise AssertionError(f"`lau {' '.join(args)}` still running after {timeout} s:\n"
                                  f"{(err.stderr or b'')[-3000:]!r}") from None
