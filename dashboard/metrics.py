@@ -30,7 +30,7 @@ class ErasureCollector(Collector):
         self.views = views
 
     def collect(self) -> Iterator[Any]:
-        views = [self.views.get(model) for model in self.views.models()]
+        views = self.views.get_all()
         yield from families(views, self.views.settings.slo.deadline_s, self.views.settings.slo.warning_s)
 
 

@@ -18,7 +18,6 @@ The server never runs torch, starts no thread and holds no lock when it forks.
 
 from __future__ import annotations
 
-import array
 import atexit
 import contextlib
 import json

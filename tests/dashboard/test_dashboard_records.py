@@ -104,3 +104,41 @@ def test_links_point_at_the_configured_user_interfaces(tmp_path: Path, repo_root
     assert settings.s3_key_id == "viewer", "the viewer's read-only S3 identity wins when set"
     settings = load_settings(repo_root / "params.yaml", environ={**env, "LAU_PREFECT_UI_URL": "https://ui/"})
     assert settings.prefect_ui == "https://ui"
+
+
+def test_a_scrape_reads_the_models_views_concurrently_in_their_order():
+    """/metrics reads every model's view; with a hundred models one at a time took ~1 min, so the
+    views are read on a thread pool (dashboard.snapshot.SCRAPE_THREADS) and come back in order."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from dashboard.snapshot import Views
+
+    active, most = [0], [0]
+    guard = threading.Lock()
+
+    class Registry:
+        def versions(self, model):
+            with guard:
+                active[0] += 1
+                most[0] = max(most[0], active[0])
+            time.sleep(0.05)
+            with guard:
+                active[0] -= 1
+            return []
+
+        def champion(self, model):
+            return None
+
+    class Bucket:
+        def children(self, prefix):
+            return [f"m{i:02d}" for i in range(12)]
+
+        def json_objects(self, prefix, parse):
+            return {}
+
+    views = Views(SimpleNamespace(default_model="m00", ledger_ttl_s=5.0), Bucket(), Registry())
+    got = views.get_all()
+    assert [v.model for v in got] == [f"m{i:02d}" for i in range(12)]
+    assert most[0] > 1

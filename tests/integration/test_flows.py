@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, requires_stack]
 
 @pytest.fixture(scope="module")
 def lineage(tmp_path_factory):
-    """A model trained once (3 epochs on mnist5k) and a first deletion of class 3."""
-    ws = make_workspace(tmp_path_factory.mktemp("flows"), "it-flows", train={"epochs": 3})
+    """A model trained once (3 epochs on 200 images per class of mnist5k) and a first deletion of class 3."""
+    ws = make_workspace(tmp_path_factory.mktemp("flows"), "it-flows", train={"epochs": 3}, data={"max_per_class": 200})
     trained = ws.lau("train", "--json")
     assert trained.code == 0, trained.stderr[-2000:]
     first = ws.lau("forget", "--classes", "3", "--reason", "test", "--json")

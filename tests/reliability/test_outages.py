@@ -27,7 +27,7 @@ from reliability_harness import (
     versions,
 )
 
-pytestmark = [needs_stack, pytest.mark.reliability, pytest.mark.slow]
+pytestmark = [needs_stack, pytest.mark.reliability, pytest.mark.slow, pytest.mark.disruptive]
 
 GATE_PASSED = r"Task run 'verification gate.* Completed"  # next: plots, read champion, register
 REGISTERED = r"Task run 'register version.* Completed"  # next: promotion (MLflow), the report (S3)
