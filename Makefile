@@ -55,11 +55,13 @@ chromium: $(CHROMIUM)
 
 # tests/run_suite.sh: two pytest workers over what shares the stack, then the tests that stop its
 # services alone (beside the service-free ones). The stack is stopped whatever pytest says; the exit
-# status is the first failing pytest's (5, no tests collected, fails too). TEST_WORKERS=1: one worker.
+# status is the first failing pytest's (5, no tests collected, fails too). TEST_WORKERS=1: one worker;
+# TEST_HEAVY=1: also the tests marked heavy.
 TEST_WORKERS ?= 2
+TEST_HEAVY ?= 0
 test: $(VENV)/.stamp $(CHROMIUM)
 	$(MAKE) --no-print-directory up
-	source $(STACK_ENV) && PY=$(PY) TEST_WORKERS=$(TEST_WORKERS) bash tests/run_suite.sh; status=$$?; \
+	source $(STACK_ENV) && PY=$(PY) TEST_WORKERS=$(TEST_WORKERS) TEST_HEAVY=$(TEST_HEAVY) bash tests/run_suite.sh; status=$$?; \
 	$(MAKE) --no-print-directory down; \
 	exit $$status
 
