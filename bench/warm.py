@@ -1,15 +1,19 @@
 """A warm deletion through the served deployment, timed from the request to the champion.
 
-Needs the stack and a running `lau serve --model M --poll 0.5` (its warm worker keeps torch, MLflow
-and the caches loaded). For each class: `lau request add` files the request; this script then
-polls the registry alias (every 50 ms) until the champion moves, and reads the request's record
-once it is final:
+Needs the stack and a running `lau serve --model M` (its warm worker polls the ledger every
+``--poll`` seconds, 0.2 by default, and keeps torch, MLflow and the caches loaded). For each class:
+`lau request add` files the request; this script then polls the registry alias (every 50 ms) until
+the champion moves, and reads the request's record once it is final:
 
     python -m bench.warm --model M --classes 1,2,4,6,9 --json docs/bench/warm.json
 
 Per request: ``to_champion_s`` (submitted_at in the ledger -> the alias pointing at the new
 version, observed), ``to_final_s`` (-> the ledger's final entry: audit report and record written),
-``pickup_s`` (-> the worker marking it running) and the flow's own timings.
+``pickup_s`` (-> the worker marking it running) and the flow's own timings, in the order they run:
+``load_s`` (the champion and its checkpoint), ``engine_gate_s`` (features, LAU, evaluation, root
+accuracy, gate; ``features_s``, ``unlearn_s`` and ``evaluate_s`` are parts of it), ``register_s``
+(the MLflow run's servable part and the version), ``promote_s`` (the alias), ``to_champion_s``
+(from the flow's start) and ``total_s`` (plots, the run's audit part, report and record included).
 """
 
 from __future__ import annotations
@@ -34,13 +38,18 @@ def lau(model: str, *args: str) -> dict:
     return json.loads(done.stdout)
 
 
-def one(model: str, klass: int, client) -> dict:  # noqa: ANN001 - an MlflowClient
+def one(model: str, klass: int, client, timeout_s: float = 120) -> dict:  # noqa: ANN001 - an MlflowClient
     before = client.get_model_version_by_alias(model, "champion").version
     request_id = lau(model, "request", "add", "--classes", str(klass))["request_id"]
-    moved_at = None
+    moved_at, deadline = None, time.monotonic() + timeout_s
     while moved_at is None:
         if client.get_model_version_by_alias(model, "champion").version != before:
             moved_at = dt.datetime.now(dt.UTC)
+        elif time.monotonic() > deadline:
+            record = lau(model, "request", "show", request_id)
+            raise SystemExit(f"class {klass}: the champion did not move within {timeout_s:g} s (request "
+                             f"{request_id} is {record['status']}: {record.get('error') or 'no error'}); is "
+                             f"`lau serve --model {model}` running?")
         else:
             time.sleep(0.05)
     while True:

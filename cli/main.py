@@ -73,8 +73,8 @@ def build_parser() -> Parser:
     p = sub.add_parser("serve", help="serve the deployments (scheduled deletion flow on its cron)")
     p.add_argument("--cron", default=None, help="override schedule.cron")
     p.add_argument("--interval", type=float, default=None, help="run every N seconds instead of the cron")
-    p.add_argument("--poll", type=float, default=1.0,
-                   help="the warm worker's poll of the ledger, in seconds (0 = no warm worker)")
+    p.add_argument("--poll", type=float, default=0.2,
+                   help="the warm worker's poll of the ledger, in seconds: one S3 LIST each (0 = no warm worker)")
     _common(p, json_flag=False)
     bench.add_parser(sub)
     p = sub.add_parser("dashboard", help="serve the ops dashboard (the erasure page and /metrics) alone")

@@ -22,12 +22,15 @@ from flows.lineage import check_champion, lineage_metrics, root_accuracy
 from flows.lock import model_lock
 from lau.config import GateConfig
 from lau.errors import BadInput
+from lau.evaluation import Evaluation
+from lau.models import SplitModel
+from lau.pipeline import Unlearned
 from lau.utils import progress
 from tasks.context import Context
 from tasks.engine import evaluate, gate, unlearn
 from tasks.evaluation_cache import cached_parent_side, cached_probe
 from tasks.evidence import Evidence
-from tasks.features import cached_features
+from tasks.features import CachedFeatures, cached_features
 from tasks.ledger import RejectedBy, Request, RequestStatus
 from tasks.policy import fault_point
 from tasks.registry import Version, code_commit
@@ -38,6 +41,7 @@ from tasks.tags import VersionTags
 from tasks.versions import (
     DataInput,
     find_version,
+    finish_version,
     load_champion,
     log_plots,
     promote,
@@ -65,14 +69,18 @@ def process_pending(model_name: str | None = None, params_path: str | None = Non
     """One pass over every pending (or interrupted, or failed) request of a model, oldest first."""
     ctx = Context.load(model_name, params_path)
     with model_lock(ctx.model_name):
-        return [handle_request(ctx, request.request_id).summary() for request in retryable_requests(ctx)]
+        # Listed under the lock, where only this pass changes them: each record is not read again.
+        return [handle_request(ctx, request.request_id, known=request).summary()
+                for request in retryable_requests(ctx)]
 
 
-def handle_request(ctx: Context, request_id: str, max_retain_drop: float | None = None) -> Request:
+def handle_request(ctx: Context, request_id: str, max_retain_drop: float | None = None, *,
+                   known: Request | None = None) -> Request:
     """Take a request to a final status, or to `failed` (retryable) when something other than the
-    request itself failed. Raises only when the ledger itself cannot record that."""
+    request itself failed. Raises only when the ledger itself cannot record that. ``known``: the
+    request's record as read under this lock (not read again)."""
     start = time.perf_counter()
-    request = read_request(ctx, request_id)
+    request = known if known is not None else read_request(ctx, request_id)
     if request.status.final:
         progress(f"[deletion] {request_id} is already {request.status}; nothing to do")
         return request
@@ -92,27 +100,90 @@ def handle_request(ctx: Context, request_id: str, max_retain_drop: float | None 
 
 def run_request(ctx: Context, request: Request, start: float) -> Request:
     """Finish what a crashed run registered, else attempt on the champion (again if it moved)."""
+    loading = load_champion.submit(ctx)  # read beside the lookup: almost every request needs it
     existing = find_version(ctx, request.request_id)
     if existing is not None:
+        loading.wait()
+        loading = None
         progress(f"[deletion] {request.request_id} already produced version {existing.version}; completing")
         evidence = Evidence.from_json(read_evidence(ctx, existing))
-        done = complete(ctx, request, existing, evidence, None, start)
+        done = complete(ctx, request, existing, evidence, start)
         if done is not None:
             return done
     for _ in range(REDO_LIMIT):
-        done = attempt(ctx, request, start)
+        done = attempt(ctx, request, start, loading)
+        loading = None
         if done is not None:
             return done
         progress("[deletion] the champion changed meanwhile: redoing on the new champion")
     raise InfraError("the champion kept changing during the deletion; try again later")
 
 
-def attempt(ctx: Context, request: Request, start: float) -> Request | None:
-    """One try on the current champion; None when the champion moved before registration."""
-    champion, parent = load_champion(ctx)
-    check_champion(ctx, champion)
-    depth = ctx.params.unlearn.depth
-    cached = cached_features(ctx, parent, depth, champion.tag("data_version"),
+@dataclasses.dataclass(frozen=True)
+class Judged:
+    """One attempt's candidate, the champion it was made from, and the gate's evidence about it."""
+
+    champion: Version
+    unlearned: Unlearned
+    cached: CachedFeatures
+    evidence: Evidence
+
+
+def attempt(ctx: Context, request: Request, start: float, loading: PrefectFuture | None = None) -> Request | None:
+    """One try on the current champion (``loading``: load_champion, already submitted); None when
+    the champion moved before promotion."""
+    judged = judge(ctx, request, loading)
+    evidence = judged.evidence
+    if not evidence.verdict.passed:
+        return reject(ctx, request, evidence, draw_plots(ctx, request, evidence), start)
+    # No second look at the champion here: complete() reads it again once the version exists, and
+    # promotes only over the parent (under the model's lock, only a hand promotion can move it).
+    clock = time.perf_counter()
+    champion = judged.champion
+    data = DataInput(champion.tag("dataset", "dataset"), champion.tag("data_version"), champion.tag("data_uri"), {})
+    version = register(ctx, judged.unlearned.candidate, version_tags(ctx, request, judged),
+                       run_name=f"forget {request.classes} ({request.request_id})",
+                       metrics={**evidence.metrics, **_numbers(evidence.timings)}, evidence=evidence.to_json(),
+                       plots_dir=None, data=data, defer_audit=True)
+    evidence = dataclasses.replace(evidence, timings={**evidence.timings,
+                                                      "register_s": round(time.perf_counter() - clock, 4)})
+    return complete(ctx, request, version, evidence, start)
+
+
+def judge(ctx: Context, request: Request, loading: PrefectFuture | None = None) -> Judged:
+    """Load the champion and its features, unlearn, evaluate, gate: everything the verdict needs.
+    The champion's lineage check and its root's accuracy are read beside the engine's work (Prefect's
+    thread pool); the verdict waits for both, so nothing is registered on an unchecked champion, and
+    a champion the pipeline did not make is the error reported, whatever else failed."""
+    clock = time.perf_counter()
+    champion, parent = loading.result() if loading is not None else load_champion(ctx)
+    lineage = check_champion.submit(ctx, champion)
+    erased = set(request.classes) | set(champion.forgotten) | set(champion.excluded)
+    root = root_accuracy.submit(ctx, champion, tuple(c for c in range(parent.spec.num_classes) if c not in erased))
+    loaded = time.perf_counter()
+    try:
+        cached, unlearned, evaluation = run_engine(ctx, request, champion, parent)
+    except BaseException:
+        root.wait()
+        lineage.result()  # raises the champion's own problem, if it has one
+        raise
+    lineage.result()
+    metrics = {**evaluation.metrics, **lineage_metrics(root.result(), evaluation.metrics["test_retain_acc"])}
+    verdict = gate(metrics, gate_config(ctx, request))
+    evidence = Evidence(
+        evaluation, verdict, metrics, tuple(sorted(set(unlearned.forgotten) | set(champion.forgotten))),
+        champion.version, tuple(parent.spec.class_names), cached.features.key, cached.sha256,
+        {"load_s": round(loaded - clock, 4), "features_s": round(cached.seconds, 4), "features_source": cached.source,
+         "unlearn_s": round(unlearned.result.seconds, 4), "unlearn_steps": unlearned.result.steps,
+         "evaluate_s": round(evaluation.seconds, 4), "engine_gate_s": round(time.perf_counter() - loaded, 4)},
+        {"method": ctx.params.unlearn.method, "depth": ctx.params.unlearn.depth, **unlearned.result.to_json()})
+    return Judged(champion, unlearned, cached, evidence)
+
+
+def run_engine(ctx: Context, request: Request, champion: Version,
+               parent: SplitModel) -> tuple[CachedFeatures, Unlearned, Evaluation]:
+    """The champion's cached features, LAU on them, and the evaluation of the candidate."""
+    cached = cached_features(ctx, parent, ctx.params.unlearn.depth, champion.tag("data_version"),
                              pinned=(champion.tag("feature_cache_key"), champion.tag("feature_cache_sha256")))
     fault_point("features", request.request_id)
     in_data = tuple(c for c in champion.forgotten if c not in champion.excluded)  # D_f of this lineage
@@ -123,65 +194,48 @@ def attempt(ctx: Context, request: Request, start: float) -> Request | None:
                                      unlearned.forgotten, ctx.params.evaluation, probe)
     evaluation = evaluate(ctx.params, parent, unlearned.candidate, cached.features, unlearned.forgotten,
                           parent_side, probe)
-    retained = tuple(c for c in range(parent.spec.num_classes)
-                     if c not in unlearned.forgotten and c not in champion.excluded)
-    root = root_accuracy(ctx, champion, retained)
-    metrics = {**evaluation.metrics, **lineage_metrics(root, evaluation.metrics["test_retain_acc"])}
-    verdict = gate(metrics, gate_config(ctx, request))
-    evidence = Evidence(
-        evaluation, verdict, metrics, tuple(sorted(set(unlearned.forgotten) | set(champion.forgotten))),
-        champion.version, tuple(parent.spec.class_names), cached.features.key, cached.sha256,
-        {"features_s": round(cached.seconds, 4), "features_source": cached.source,
-         "unlearn_s": round(unlearned.result.seconds, 4), "unlearn_steps": unlearned.result.steps,
-         "evaluate_s": round(evaluation.seconds, 4)},
-        {"method": ctx.params.unlearn.method, "depth": depth, **unlearned.result.to_json()})
-    # Drawn beside the registration (Prefect's thread pool): the champion does not wait for pictures.
-    plotting = plots.submit(evidence.evaluation, list(evidence.class_names), list(evidence.forgotten),
-                            ctx.settings.work_dir / "plots" / request.request_id)
-    if not verdict.passed:
-        return reject(ctx, request, evidence, plotting.result(), start)
-    current = read_champion(ctx)
-    if current is None or current.version != champion.version:
-        plotting.wait()
-        return None
-    tags = VersionTags(
-        method=ctx.params.unlearn.method, verdict=verdict, dataset=champion.tag("dataset"),
-        arch=champion.tag("arch"), num_classes=parent.spec.num_classes, depth=depth,
+    return cached, unlearned, evaluation
+
+
+def version_tags(ctx: Context, request: Request, judged: Judged) -> VersionTags:
+    """The tags of the version a passing candidate becomes (every one set at registration)."""
+    champion, evidence, cached = judged.champion, judged.evidence, judged.cached
+    return VersionTags(
+        method=ctx.params.unlearn.method, verdict=evidence.verdict, dataset=champion.tag("dataset"),
+        arch=champion.tag("arch"), num_classes=judged.unlearned.candidate.spec.num_classes, depth=ctx.params.unlearn.depth,
         data_version=champion.tag("data_version"), data_uri=champion.tag("data_uri"),
         feature_cache_key=cached.features.key, feature_cache_sha256=cached.sha256,
-        test_retain_acc=metrics["test_retain_acc"], code_commit=code_commit(),
+        test_retain_acc=evidence.metrics["test_retain_acc"], code_commit=code_commit(),
         forgotten_classes=evidence.forgotten, excluded_classes=champion.excluded,
         parent_version=champion.version, root_version=champion.root_version,
-        root_test_retain_acc=metrics.get("root_test_retain_acc"), request_ids=(request.request_id,),
-        lau=evidence.lau, search=unlearned.result.tags())
-    data = DataInput(champion.tag("dataset", "dataset"), champion.tag("data_version"), champion.tag("data_uri"), {})
-    version = register(ctx, unlearned.candidate, tags, run_name=f"forget {request.classes} ({request.request_id})",
-                       metrics={**metrics, **_numbers(evidence.timings)}, evidence=evidence.to_json(),
-                       plots_dir=None, data=data)
-    return complete(ctx, request, version, evidence, plotting, start)
+        root_test_retain_acc=evidence.metrics.get("root_test_retain_acc"), request_ids=(request.request_id,),
+        lau=evidence.lau, search=judged.unlearned.result.tags())
 
 
-def complete(ctx: Context, request: Request, version: Version, evidence: Evidence,
-             plotting: PrefectFuture | None, start: float) -> Request | None:
-    """After registration: promote (only over its own parent), record the erasure, add the plots
-    to the version's run, publish the report, record the request. Idempotent, so a run that crashed
-    anywhere here is completed by the next one (without plots). None when the version is superseded
-    (a newer champion appeared meanwhile)."""
+def complete(ctx: Context, request: Request, version: Version, evidence: Evidence, start: float) -> Request | None:
+    """After registration: promote (only over its own parent), record the erasure, log the audit
+    part of the version's run, draw the plots and add them to it, publish the report, record the
+    request. Idempotent, so a run that crashed anywhere here is completed by the next one. None when
+    the version is superseded (a newer champion appeared meanwhile). What the champion does not need
+    waits until it has moved: on two busy cores, plots drawn beside the registration slowed it down
+    more than they took."""
     fault_point("registered", request.request_id)
+    clock = time.perf_counter()
     current = read_champion(ctx)
     parent = version.tag("parent_version")
     if current is not None and current.version not in (parent, version.version):
         tag(ctx, version, "superseded_by", current.version)  # never promoted over a newer champion
-        if plotting is not None:
-            plotting.wait()
+        finish_version(ctx, version)
         return None
     if current is None or current.version != version.version:
         promote(ctx, version)
+    served = {"promote_s": round(time.perf_counter() - clock, 4), "to_champion_s": round(time.perf_counter() - start, 3)}
+    fault_point("served", request.request_id)
     append_erasures(ctx, tuple(request.classes), request.request_id, version.version)
-    plots_dir = plotting.result() if plotting is not None else None
-    if plots_dir is not None:
-        log_plots(ctx, version, plots_dir)
-    timings = {**evidence.timings, "total_s": round(time.perf_counter() - start, 3)}
+    finish_version(ctx, version)  # the audit part of its run: params.yaml, dataset, environment files
+    plots_dir = draw_plots(ctx, request, evidence)
+    log_plots(ctx, version, plots_dir)
+    timings = {**evidence.timings, **served, "total_s": round(time.perf_counter() - start, 3)}
     evidence = dataclasses.replace(evidence, timings=timings)
     report_uri = audit_report(ctx, deletion_report(ctx, request, "registered", evidence, version), plots_dir)
     tag(ctx, version, "report_uri", report_uri)
@@ -200,6 +254,12 @@ def reject(ctx: Context, request: Request, evidence: Evidence, plots_dir: Path, 
     request = record(ctx, request, RequestStatus.REJECTED, reason, report_uri=report_uri, error=reason,
                      rejected_by=RejectedBy.GATE, **evidence.ledger_fields(None))
     return publish_verdict(ctx, request)
+
+
+def draw_plots(ctx: Context, request: Request, evidence: Evidence) -> Path:
+    """The before/after plots of a request's evaluation, under the work dir."""
+    return plots(evidence.evaluation, list(evidence.class_names), list(evidence.forgotten),
+                 ctx.settings.work_dir / "plots" / request.request_id)
 
 
 def gate_config(ctx: Context, request: Request) -> GateConfig:

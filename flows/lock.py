@@ -14,6 +14,7 @@ from lau.utils import progress
 from tasks.settings import InfraError
 
 LEASE_S = 60  # the server's minimum; renewed while the holder lives
+_UPSERTED: set[str] = set()  # limits this process has made sure exist (a worker's passes upsert once)
 
 
 def wait_s() -> float:
@@ -29,17 +30,25 @@ def lock_name(model: str) -> str:
 def model_lock(model: str) -> Iterator[None]:
     """Hold the model's slot for the duration of the block (waits up to LAU_LOCK_TIMEOUT s)."""
     name = lock_name(model)
-    try:
-        with get_client(sync_client=True) as client:
-            client.upsert_global_concurrency_limit_by_name(name, limit=1)
-    except Exception as err:  # noqa: BLE001 - any API failure is an infrastructure failure here
-        raise InfraError(f"Prefect API unreachable ({type(err).__name__}): is `make up` running and "
-                         "PREFECT_API_URL set?") from None
+    if name not in _UPSERTED:
+        try:
+            with get_client(sync_client=True) as client:
+                client.upsert_global_concurrency_limit_by_name(name, limit=1)
+        except Exception as err:  # noqa: BLE001 - any API failure is an infrastructure failure here
+            raise InfraError(f"Prefect API unreachable ({type(err).__name__}): is `make up` running and "
+                             "PREFECT_API_URL set?") from None
+        _UPSERTED.add(name)
     progress(f"[lock] waiting for {name}")
     wait = wait_s()
+    held = False
     try:
         with concurrency(name, occupy=1, timeout_seconds=wait, lease_duration=LEASE_S, strict=True):
+            held = True
             progress(f"[lock] holding {name}")
             yield
     except TimeoutError:
         raise InfraError(f"another flow held {name} for over {wait:.0f} s; try again later") from None
+    except Exception:
+        if not held:  # the limit deleted meanwhile? the next try makes it again
+            _UPSERTED.discard(name)
+        raise

@@ -38,10 +38,13 @@ class Erasure:
 
 
 class ErasureRecord:
-    """The erasure record of every model in one bucket."""
+    """The erasure record of every model in one bucket. Listing reads only the entries whose ETag
+    changed since this record last read them (entries are immutable: a long-running worker reads
+    each once)."""
 
     def __init__(self, storage: Storage):
         self.storage = storage
+        self._entries: dict[str, tuple[str, dict]] = {}  # key -> (ETag, entry as stored)
 
     @staticmethod
     def key(model: str, class_id: int) -> str:
@@ -49,8 +52,17 @@ class ErasureRecord:
 
     def list(self, model: str) -> list[Erasure]:
         """Every erasure of ``model``, oldest first."""
-        keys = [k for k in self.storage.list(f"{PREFIX}{model}/") if k.endswith(".json")]
-        entries = [Erasure.from_json(data) for k in keys if (data := self.storage.get_json(k)) is not None]
+        entries = []
+        for key, etag in self.storage.list_etags(f"{PREFIX}{model}/").items():
+            if not key.endswith(".json"):
+                continue
+            cached = self._entries.get(key)
+            if cached is None or cached[0] != etag or not etag:  # read again only what changed
+                data = self.storage.get_json(key)
+                if data is None:
+                    continue
+                cached = self._entries[key] = (etag, data)
+            entries.append(Erasure.from_json(cached[1]))
         return sorted(entries, key=lambda e: (e.erased_at, e.class_id))
 
     def classes(self, model: str) -> tuple[int, ...]:

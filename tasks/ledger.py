@@ -9,6 +9,7 @@ Only class ids and request ids are stored, with the caller's free-text reason.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import math
 import secrets
@@ -166,7 +167,7 @@ class Ledger:
                 if data is None:  # deleted between the listing and the read
                     continue
                 cached = self._records[key] = (etag, data)
-            records.append(Request.from_json(cached[1]))
+            records.append(Request.from_json(copy.deepcopy(cached[1])))  # a caller's changes stay its own
         return sorted(records, key=lambda r: r.submitted_at)
 
     def retryable(self, model: str) -> list[Request]:

@@ -29,7 +29,8 @@ def fault_point(name: str, request_id: str | None = None) -> None:
     release). ``LAU_FAULT=<name>:error``: an InfraError is raised here, as a dropped connection would;
     ``LAU_FAULT=<name>:crash``: a RuntimeError, as a bug would. Points: features, unlearn, register
     (MLflow run logged, no version yet), version (version just created, its response not yet
-    returned), registered (not promoted), promoted (promoted and reported, ledger not yet updated).
+    returned), registered (not promoted), served (promoted, its run's audit part and the erasure
+    record not yet written), promoted (promoted and reported, ledger not yet updated).
     ``LAU_FAULT_REQUEST=<id>`` limits the fault to that request. Unset: no effect."""
     point, _, mode = os.environ.get("LAU_FAULT", "").partition(":")
     only = os.environ.get("LAU_FAULT_REQUEST")

@@ -1,4 +1,5 @@
-"""The MLflow side: runs, the engine checkpoint, the pytorch model, versions, tags and the alias.
+"""The MLflow side: versions, tags, the alias and the engine checkpoint (what a version's run holds
+is logged by tasks/mlflow_model.py).
 
 Every version carries the ``lau.`` tags of tasks/tags.py; ``lau.weights_sha256`` is the
 checkpoint's hash, checked again whenever the pipeline loads a version. Every MLflow call goes
@@ -8,8 +9,8 @@ through ``mlflow_errors``, the one translator of MLflow's exceptions into the pi
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-import logging
 import os
 import re
 import shutil
@@ -21,14 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import torch
-from mlflow.data.dataset_source_registry import resolve_dataset_source
-from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
-from lau.adopt import AdoptedModel, team_module
 from lau.checkpoint import WEIGHTS, load_checkpoint
 from lau.errors import BadInput
 from lau.models import SplitModel
@@ -38,7 +35,6 @@ from tasks.settings import InfraError
 
 TAG = "lau."
 CHECKPOINT_PATH = "checkpoint"
-PYTORCH_PATH = "model"
 
 # No HTTP retries inside the MLflow client: the Prefect tasks retry (tasks.policy.IO), and retries
 # layered on retries multiply. With 3 here, an S3 outage behind MLflow's artifact proxy (~9 s per
@@ -58,6 +54,7 @@ class Version:
     version: str
     run_id: str
     tags: dict[str, str]
+    source: str = ""  # what the version points at: models:/<logged model id> for the pipeline's own
 
     def tag(self, key: str, default: str = "") -> str:
         return self.tags.get(TAG + key, default)
@@ -77,7 +74,7 @@ class Version:
 
     @classmethod
     def of(cls, mv: ModelVersion) -> Version:
-        return cls(mv.name, str(mv.version), mv.run_id, dict(mv.tags or {}))
+        return cls(mv.name, str(mv.version), mv.run_id, dict(mv.tags or {}), mv.source or "")
 
 
 class MlflowRefused(RuntimeError):
@@ -120,14 +117,13 @@ def mlflow_errors() -> Iterator[None]:
         raise translate(err) from None
 
 
-
-
 class Registry:
     """One registered model in the MLflow registry."""
 
     def __init__(self, name: str, alias: str = "champion"):
         self.name, self.alias = name, alias
         self.client = MlflowClient()
+        self._exists = False  # seen to exist by this object: registering needs no lookup first
 
     def champion(self) -> Version | None:
         try:
@@ -222,7 +218,8 @@ class Registry:
 
     def ensure_registered_model(self) -> None:
         """Create the registered model on first use (a concurrent first registration is fine)."""
-        if self.exists():
+        if self._exists or self.exists():
+            self._exists = True
             return
         try:
             with mlflow_errors():
@@ -231,18 +228,26 @@ class Registry:
         except MlflowRefused as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":  # else another process created it meanwhile
                 raise
+        self._exists = True
 
-    def register(self, run_id: str, model_uri: str, model_id: str, tags: dict[str, str]) -> Version:
+    def register(self, run_id: str, model_uri: str, model_id: str, tags: dict[str, str], *,
+                 check_existing: bool = True) -> Version:
         """A new version with every tag set at creation (a version never exists untagged).
-        Idempotent per request: a retry after a lost response returns the version already made."""
-        for request_id in filter(None, tags.get(TAG + "request_ids", "").split(",")):
+        Idempotent per request: a retry after a lost response returns the version already made.
+        ``check_existing=False`` skips that lookup: only for a first try, made under the model's lock
+        after the flow found no version of its request."""
+        for request_id in filter(None, tags.get(TAG + "request_ids", "").split(",") if check_existing else []):
             existing = self.find_by_request(request_id)
             if existing is not None:
                 return existing
         self.ensure_registered_model()
-        with mlflow_errors():
-            mv = self.client.create_model_version(self.name, model_uri, run_id=run_id, model_id=model_id,
-                                                  tags=tags)
+        try:
+            with mlflow_errors():
+                mv = self.client.create_model_version(self.name, model_uri, run_id=run_id, model_id=model_id,
+                                                      tags=tags)
+        except (MlflowRefused, MlflowForbidden):
+            self._exists = False  # deleted meanwhile? the next try looks again
+            raise
         fault_point("version")
         return Version.of(mv)
 
@@ -255,72 +260,16 @@ class Registry:
             self.client.set_model_version_tag(self.name, version.version, TAG + key, str(value))
 
 
-def log_model_artifacts(model: SplitModel, checkpoint_dir: Path) -> Any:
-    """Inside an active run: the engine checkpoint, and an MLflow pytorch model that a plain MLflow
-    client loads. Returns the logged model's info (model_uri, model_id).
-
-    Our own models are logged as pt2 programs (float images in [0, 1], normalized inside). An
-    adopted model is logged as the team's own module, pickled (``serialization_format="pickle"``),
-    so that ``mlflow.pytorch.load_model`` returns an instance of their class (a torchvision or timm
-    model) that takes normalized images, as they served it; ``serving_input`` says how."""
-    mlflow.log_artifacts(str(checkpoint_dir), CHECKPOINT_PATH)
-    spec = model.spec
-    example = torch.rand(2, spec.in_channels, spec.image_size, spec.image_size)
-    pins = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
-    if not isinstance(model, AdoptedModel):
-        return mlflow.pytorch.log_model(model.eval(), name=PYTORCH_PATH, input_example=example.numpy(),
-                                        pip_requirements=pins)
-    normalized = model.normalize(example)
-    with _quiet(logging.getLogger("mlflow.pytorch"), "Pickle or CloudPickle"):  # chosen on purpose, see above
-        return mlflow.pytorch.log_model(team_module(model).eval(), name=PYTORCH_PATH, serialization_format="pickle",
-                                        input_example=normalized.numpy(), metadata={"lau_input": serving_input(model)},
-                                        pip_requirements=[*pins, *_library_pins()])
-
-
-@contextlib.contextmanager
-def _quiet(logger: logging.Logger, text: str) -> Iterator[None]:
-    """Drops ``logger``'s records that contain ``text`` for the duration of the block."""
-    def keep(record: logging.LogRecord) -> bool:
-        return text not in record.getMessage()
-
-    logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        logger.removeFilter(keep)
-
-
-def serving_input(model: SplitModel) -> dict[str, Any]:
-    """What the version's MLflow pytorch model takes: image size, and for an adopted model the
-    per-channel mean and std its input must already be normalized with."""
-    spec = model.spec
-    if not isinstance(model, AdoptedModel):
-        return {"images": f"float (N, {spec.in_channels}, {spec.image_size}, {spec.image_size}) in [0, 1]"}
-    return {"images": f"float (N, {spec.in_channels}, {spec.image_size}, {spec.image_size}), normalized: "
-                      "(x - mean) / std with x in [0, 1]",
-            "image_size": spec.image_size, "mean": list(spec.mean), "std": list(spec.std),
-            "class": f"{type(model.net).__module__}.{type(model.net).__qualname__}"}
-
-
-def _library_pins() -> list[str]:
-    """torchvision and timm as installed: the pickled module's class lives in one of them."""
-    import timm
-    import torchvision
-
-    return [f"torchvision=={torchvision.__version__.split('+')[0]}", f"timm=={timm.__version__}"]
-
-
-def log_dataset(name: str, data_version: str, uri: str, split_sizes: dict) -> None:
-    """The prepared data as an MLflow run input whose digest is its DVC md5."""
-    dataset = MetaDataset(resolve_dataset_source(uri), name=name, digest=data_version[:32])
-    mlflow.log_input(dataset, context="training", tags={"dvc_md5": data_version,
-                                                        **{k: str(v) for k, v in split_sizes.items()}})
-
-
 def code_commit() -> str:
     """The git commit of the running code (LAU_CODE_COMMIT overrides; 'unknown' outside git)."""
     if os.environ.get("LAU_CODE_COMMIT"):
         return os.environ["LAU_CODE_COMMIT"]
+    return _git_commit()
+
+
+@functools.lru_cache(maxsize=1)
+def _git_commit() -> str:
+    """Asked once per process: the code a process runs is the code it imported."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parents[1])
@@ -329,8 +278,19 @@ def code_commit() -> str:
         return "unknown"
 
 
+_EXPERIMENTS: dict[tuple[str, str], str] = {}  # (tracking URI, experiment name) -> id, seen by this process
+
+
 def experiment(model_name: str) -> str:
-    """Set (creating if needed) the model's experiment; returns its id."""
-    with mlflow_errors():
-        return mlflow.set_experiment(f"lau/{model_name}").experiment_id
+    """The id of the model's experiment (created if needed; looked up once per process)."""
+    key = (mlflow.get_tracking_uri(), f"lau/{model_name}")
+    if key not in _EXPERIMENTS:
+        with mlflow_errors():
+            _EXPERIMENTS[key] = mlflow.set_experiment(key[1]).experiment_id
+    return _EXPERIMENTS[key]
+
+
+def forget_experiment(model_name: str) -> None:
+    """Look the model's experiment up again next time (a run could not be created in it)."""
+    _EXPERIMENTS.pop((mlflow.get_tracking_uri(), f"lau/{model_name}"), None)
 

@@ -5,27 +5,35 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import yaml
-from prefect import task
+from mlflow.exceptions import MlflowException
+from prefect import runtime, task
 
 from lau.checkpoint import CONFIG, save_checkpoint
 from lau.models import SplitModel
 from tasks.context import Context
-from tasks.policy import IO, fault_point
-from tasks.registry import (
-    TAG,
-    Version,
-    experiment,
-    log_dataset,
-    log_model_artifacts,
-    mlflow_errors,
-    serving_input,
+from tasks.mlflow_model import PYTORCH_PATH, serving_input, write_pytorch_model
+from tasks.mlflow_run import (
+    Artifact,
+    AuditPart,
+    LoggedPytorch,
+    RunContents,
+    create_run,
+    dataset_input,
+    finish_run,
+    log_servable,
+    missing_audit,
+    model_audit_files,
+    start_pytorch_model,
 )
+from tasks.policy import IO, fault_point
+from tasks.registry import TAG, Version, experiment, forget_experiment, mlflow_errors
 from tasks.tags import VersionTags
 
 
@@ -59,19 +67,61 @@ def find_version(ctx: Context, request_id: str) -> Version | None:
 
 @task(name="register version", **IO)
 def register(ctx: Context, model: SplitModel, tags: VersionTags, *, run_name: str, metrics: dict[str, Any],
-             evidence: dict[str, Any], plots_dir: Path | None, data: DataInput) -> Version:
+             evidence: dict[str, Any], plots_dir: Path | None, data: DataInput, defer_audit: bool = False) -> Version:
     """One MLflow run (params, metrics, dataset input, plots, evidence, engine checkpoint, pytorch
     model), then a registered version carrying every tag from the start (with ``lau.serving_input``,
-    what its pytorch model takes, derived from the model itself)."""
+    what its pytorch model takes, derived from the model itself). ``defer_audit``: return as soon as
+    the version can serve; ``finish_version`` logs the rest of its run (tasks/mlflow_run.py)."""
     mlflow_tags = {**tags.to_mlflow(), TAG + "serving_input": json.dumps(serving_input(model), sort_keys=True)}
     local = ctx.settings.work_dir / "checkpoints" / ctx.model_name  # Registry.load's local copies
     local.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=local, prefix=".registering-") as tmp:
-        run_id, logged = _log_run(ctx, model, tags.depth, mlflow_tags, Path(tmp), run_name=run_name,
-                                  metrics=metrics, evidence=evidence, plots_dir=plots_dir, data=data)
-        version = ctx.registry.register(run_id, logged.model_uri, logged.model_id, mlflow_tags)
+        run_id, logged, audit = _log_run(ctx, model, tags.depth, mlflow_tags, Path(tmp), run_name=run_name,
+                                         metrics=metrics, evidence=evidence, plots_dir=plots_dir, data=data)
+        with mlflow_errors():
+            if audit is not None and not defer_audit:
+                finish_run(audit)
+            # A first try runs under the model's lock after the flow found no version of this request;
+            # a retry (its response lost?) looks for the version it may have made.
+            version = ctx.registry.register(run_id, logged.model_uri, logged.model_id, mlflow_tags,
+                                            check_existing=runtime.task_run.run_count != 1)
+        if audit is not None and defer_audit:
+            _AUDIT[run_id] = audit
         keep_local_copy(Path(tmp) / "checkpoint", local / version.version)
     return version
+
+
+@task(name="audit part of the version's run", **IO)
+def finish_version(ctx: Context, version: Version) -> None:
+    """What a version registered with ``defer_audit`` still lacks in its run (params.yaml, dataset
+    input, the model's environment files...), logged once it serves; after a crash, found from what
+    MLflow holds and made again (nothing for a version whose logged model is READY)."""
+    model_id = version.source.removeprefix("models:/") if version.source.startswith("models:/") else ""
+    with mlflow_errors():
+        audit = _AUDIT.get(version.run_id)
+        if audit is None and model_id:
+            dataset = dataset_input(version.tag("dataset", "dataset"), version.tag("data_version"),
+                                    version.tag("data_uri"), {})
+            audit = missing_audit(version.run_id, model_id, _params_yaml(ctx), dataset,
+                                  lambda root: _model_files(ctx, version, root))
+        if audit is not None:
+            finish_run(audit)
+    _AUDIT.pop(version.run_id, None)
+
+
+_AUDIT: dict[str, AuditPart] = {}  # run id -> the audit part registered with defer_audit, not yet logged
+
+
+def _model_files(ctx: Context, version: Version, root: str) -> tuple[Artifact, ...]:
+    """The audit files of a version's pytorch model, written again from its checkpoint."""
+    model, _ = ctx.registry.load(version, ctx.settings.work_dir)
+    with tempfile.TemporaryDirectory(prefix="lau-model-") as tmp:
+        write_pytorch_model(model, Path(tmp) / "model")
+        return model_audit_files(Path(tmp) / "model", root)
+
+
+def _params_yaml(ctx: Context) -> str:
+    return yaml.safe_dump(ctx.params.to_dict(), sort_keys=False)
 
 
 def keep_local_copy(checkpoint: Path, target: Path) -> None:
@@ -84,26 +134,30 @@ def keep_local_copy(checkpoint: Path, target: Path) -> None:
 
 
 def _log_run(ctx: Context, model: SplitModel, depth: int, mlflow_tags: dict[str, str], tmp: Path, *, run_name: str,
-             metrics: dict[str, Any], evidence: dict[str, Any], plots_dir: Path | None, data: DataInput) -> tuple[str, Any]:
-    """The MLflow run of a version: returns its id and the logged pytorch model's info; adds the
-    checkpoint's sha256 to ``mlflow_tags``."""
-    with mlflow_errors():
-        experiment(ctx.model_name)
-        with mlflow.start_run(run_name=run_name) as run:
-            mlflow.log_params(flat_params(ctx.params.to_dict()))
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()
-                                if isinstance(v, (int, float)) and math.isfinite(float(v))})
-            mlflow.log_dict(evidence, "evaluation.json")
-            mlflow.log_text(yaml.safe_dump(ctx.params.to_dict(), sort_keys=False), "params.yaml")
-            if plots_dir and plots_dir.is_dir():
-                mlflow.log_artifacts(str(plots_dir), "plots")
-            log_dataset(data.name, data.version, data.uri, data.sizes)
-            checkpoint = save_checkpoint(model, tmp / "checkpoint", depth=depth, metadata={"tags": mlflow_tags})
-            logged = log_model_artifacts(model, checkpoint)
-            mlflow.set_tags(mlflow_tags)
-            mlflow_tags[TAG + "weights_sha256"] = json.loads((checkpoint / CONFIG).read_text())["weights_sha256"]
-            fault_point("register")
-    return run.info.run_id, logged
+             metrics: dict[str, Any], evidence: dict[str, Any], plots_dir: Path | None,
+             data: DataInput) -> tuple[str, LoggedPytorch, AuditPart | None]:
+    """The MLflow run of a version, its tags set at creation: returns its id, the logged pytorch
+    model and the audit part still to log; adds the checkpoint's sha256 to ``mlflow_tags``."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lau-pytorch-model") as pool, mlflow_errors():
+        pytorch = start_pytorch_model(model, tmp / PYTORCH_PATH, pool)  # written while the run is created
+        checkpoint = save_checkpoint(model, tmp / "checkpoint", depth=depth, metadata={"tags": dict(mlflow_tags)})
+        (tmp / "evaluation.json").write_text(json.dumps(evidence, indent=2))
+        contents = RunContents(model, pytorch, checkpoint, tmp / "evaluation.json", _params_yaml(ctx),
+                               flat_params(ctx.params.to_dict()),
+                               {k: float(v) for k, v in metrics.items()
+                                if isinstance(v, (int, float)) and math.isfinite(float(v))},
+                               dataset_input(data.name, data.version, data.uri, data.sizes))
+        try:
+            run = create_run(experiment(ctx.model_name), run_name, mlflow_tags)
+        except MlflowException:
+            forget_experiment(ctx.model_name)  # deleted since this process looked it up?
+            raise
+        logged, audit = log_servable(run, contents, tmp)
+        if plots_dir and plots_dir.is_dir():
+            ctx.registry.client.log_artifacts(run.info.run_id, str(plots_dir), "plots")
+        fault_point("register")
+    mlflow_tags[TAG + "weights_sha256"] = json.loads((checkpoint / CONFIG).read_text())["weights_sha256"]
+    return run.info.run_id, logged, audit
 
 
 @task(name="plots into the version's run", **IO)

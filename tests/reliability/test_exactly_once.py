@@ -19,6 +19,8 @@ import sys
 from dataclasses import dataclass
 
 import pytest
+from mlflow.entities import LoggedModelStatus
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from reliability_harness import (
     REPO,
     RETRYABLE,
@@ -42,10 +44,12 @@ POINTS = {
     "register": 1,  # the MLflow run is logged (checkpoint, model), no version created yet
     "registered": 7,  # version created with its tags, not promoted
     "promoted": 2,  # promoted, params and report written, the ledger not yet updated
-}
+    "served": 6,  # promoted the moment it could serve: erasure record and the run's audit part not written
+}  # "served" last: the state it left is read before its recovery starts, delaying no other recovery
 OWN_THRESHOLD = {"unlearn": "4.5"}  # point -> --max-retain-drop of its request (params.yaml says 5.0)
 LEASE_WAIT_MAX_S = 100  # lease 60 s + the server's repossessor loop 15 s + slack
 HOLDING = r"\[lock\] holding"
+READY = LoggedModelStatus.READY
 LAST_TASK = r"Task run 'prefect artifacts.* Completed"  # the last task a deletion runs under the lock
 
 
@@ -59,11 +63,16 @@ class Crash:
     version_numbers: list[str]
     champion: str
     recovery: Live  # `lau process`, started right after the kill
+    served: dict | None  # "served": what the champion and its run were at the kill (ServedState)
 
 
 @pytest.fixture(scope="module")
 def crashes(workspace, copy_of_reference) -> dict[str, Crash]:  # noqa: ANN001
     """`lau forget` killed at every point, all at once, each on its own model; the state each left."""
+    from lau.config import load_params
+    from lau.data import prepare
+
+    images = prepare(load_params(workspace.params).data).test_images.float() / 255  # for served_state
     models = {point: copy_of_reference(f"rel-kill-{point}") for point in POINTS}
     lives = {point: workspace.start("forget", "--classes", str(klass),
                                     *(["--max-retain-drop", OWN_THRESHOLD[point]] if point in OWN_THRESHOLD else []),
@@ -76,8 +85,10 @@ def crashes(workspace, copy_of_reference) -> dict[str, Crash]:  # noqa: ANN001
         killed_at = live.time_of(rf"\[fault\] LAU_FAULT={point}: SIGKILL")
         (request_id,) = run.request_ids
         record, numbers, serving = ledger(model)[request_id], [v.version for v in versions(model)], champion(model)
+        served = served_state(model, images, POINTS[point]) if point == "served" else None  # before recovery
         recovery = workspace.start("process", "--json", model=model)
-        found[point] = Crash(model, request_id, POINTS[point], killed_at, record, numbers, serving.version, recovery)
+        found[point] = Crash(model, request_id, POINTS[point], killed_at, record, numbers, serving.version, recovery,
+                             served)
     yield found
     for crash in found.values():
         crash.recovery.finish(timeout=1)
@@ -88,7 +99,7 @@ def test_a_kill_leaves_the_request_retryable_and_the_champion_sound(crashes: dic
     crash = crashes[point]
     assert crash.record["status"] == "running" and crash.record["status"] in RETRYABLE
     assert crash.record["attempts"] == 1
-    if point == "promoted":  # promoted before the ledger said so: it has forgotten what was asked
+    if point in ("served", "promoted"):  # promoted before the ledger said so: it has forgotten what was asked
         assert crash.version_numbers == ["1", "2"] and crash.champion == "2"
     elif point == "registered":  # registered, never served
         assert crash.version_numbers == ["1", "2"] and crash.champion == "1"
@@ -98,6 +109,48 @@ def test_a_kill_leaves_the_request_retryable_and_the_champion_sound(crashes: dic
         assert version.tags["lau.gate"] == "passed"
         if version.version == crash.champion and crash.champion != "1":
             assert crash.klass in forgotten(version)
+
+
+def served_state(model: str, images, klass: int) -> dict:  # noqa: ANN001 - images: a float tensor
+    """The champion as a plain MLflow client serves it (how many test ``images`` it puts in ``klass``),
+    and how complete its run and logged model are."""
+    import mlflow
+    import torch
+
+    client = mlflow_client()
+    serving = client.get_model_version_by_alias(model, "champion")
+    with torch.no_grad():
+        predicted = mlflow.pytorch.load_model(f"models:/{model}@champion")(images).argmax(1)
+    logged = client.get_logged_model(serving.source.removeprefix("models:/"))
+    return {"predicted_erased": int((predicted == klass).sum()), "model_ready": logged.status == READY,
+            "run_status": client.get_run(serving.run_id).info.status,
+            "run_files": {f.path for f in client.list_artifacts(serving.run_id)}}
+
+
+def audit_state(model: str) -> dict:
+    """The champion's run and logged model: status, files and dataset input."""
+    client = mlflow_client()
+    serving = client.get_model_version_by_alias(model, "champion")
+    model_id = serving.source.removeprefix("models:/")
+    run = client.get_run(serving.run_id)
+    logged = client.get_logged_model(model_id)
+    model_repo = get_artifact_repository(logged.artifact_location)
+    return {"model_ready": logged.status == READY, "run_status": run.info.status,
+            "run_files": {f.path for f in client.list_artifacts(serving.run_id)},
+            "model_files": {f.path for f in model_repo.list_artifacts()},
+            "datasets": [d.dataset.name for d in run.inputs.dataset_inputs],
+            "outputs": [o.model_id for o in run.outputs.model_outputs] if run.outputs else []}
+
+
+def test_a_champion_killed_the_moment_it_serves_is_complete_enough_to_serve(crashes: dict[str, Crash]) -> None:
+    """Killed right after the alias moved, before the erasure record and the run's audit part
+    (params.yaml, dataset input, environment files) were written: a plain MLflow client already
+    loads the champion, and it recognises none of the erased class's test images."""
+    served = crashes["served"].served
+    assert served["predicted_erased"] == 0, served
+    assert {"checkpoint", "evaluation.json"} <= served["run_files"], served
+    assert "params.yaml" not in served["run_files"] and not served["model_ready"], \
+        f"the audit part was logged before the alias moved: {served}"
 
 
 def test_a_kill_during_registration_leaves_an_orphan_run_but_no_version(crashes: dict[str, Crash]) -> None:
@@ -197,6 +250,21 @@ def test_process_after_a_kill_completes_the_request_exactly_once(crashes: dict[s
     assert record["attempts"] == 2
 
 
+@pytest.mark.parametrize("point", POINTS)
+def test_every_registered_run_ends_complete(crashes: dict[str, Crash], point: str) -> None:
+    """After the recovery, the champion's run holds everything, whatever the kill skipped: the run
+    ended, its logged model READY, params.yaml, the dataset input, the run -> model link, and the
+    model's environment files beside what a plain load reads."""
+    crash = crashes[point]
+    assert crash.recovery.finish(timeout=300).code == 0
+    state = audit_state(crash.model)
+    assert state["model_ready"] and state["run_status"] == "FINISHED", state
+    assert {"checkpoint", "evaluation.json", "params.yaml"} <= state["run_files"], state
+    assert {"MLmodel", "data", "requirements.txt", "conda.yaml", "python_env.yaml", "input_example.json",
+            "serving_input_example.json"} <= state["model_files"], state
+    assert len(state["datasets"]) == 1 and len(state["outputs"]) == 1, state
+
+
 def test_a_requests_own_gate_threshold_is_kept_through_a_crash(crashes: dict[str, Crash]) -> None:
     """`lau forget --max-retain-drop 4.5` killed after LAU: `lau process` gates the retry at 4.5,
     not at params.yaml's 5.0 (the threshold is part of the request, not of the process)."""
@@ -208,7 +276,9 @@ def test_a_requests_own_gate_threshold_is_kept_through_a_crash(crashes: dict[str
 
 
 def test_a_killed_holder_blocks_its_model_only_until_its_lease_expires(crashes: dict[str, Crash]) -> None:
-    waits = {point: round(c.recovery.time_of(HOLDING) - c.killed_at) for point, c in crashes.items()}
+    # "served" is left out: its recovery starts only once the state its kill left has been read
+    waits = {point: round(c.recovery.time_of(HOLDING) - c.killed_at) for point, c in crashes.items()
+             if c.served is None}
     print(f"lock waits after a SIGKILL (s): {waits}")
     assert max(waits.values()) <= LEASE_WAIT_MAX_S, waits
 
