@@ -28,6 +28,12 @@ MLFLOW_WORKERS = 1
 WORKER_NAME = "lau-stack-worker"
 NO_TELEMETRY = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"  # survives a server restart
+# A dead holder's model lock (a 60 s lease) frees within LEASE_S + REPOSSESS_S + 1.3 * SLOT_RETRY_S:
+# the server revokes expired leases every REPOSSESS_S (Prefect's default 15) and a waiting flow asks
+# again after at most SLOT_RETRY_S (+30 % jitter; Prefect's default 30, meant for long task slots; a
+# model's lock is held for seconds). Defaults measured a 106 s wait after a SIGKILL under load.
+REPOSSESS_S = 5
+SLOT_RETRY_S = 5
 # MLflow's basic-auth: a user sees nothing unless granted (infra/stack/accounts.py grants the
 # pipeline MANAGE and the viewer READ on every experiment and registered model).
 MLFLOW_DEFAULT_PERMISSION = "NO_PERMISSIONS"
@@ -207,6 +213,8 @@ def prefect_server_env(cfg: Config) -> dict[str, str]:
         # Prefect's default keeps them in memory, so a restart while a lock is held would leave
         # its slot taken for good (tests/reliability/test_outages.py).
         "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
+        "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": str(REPOSSESS_S),
+        "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": str(SLOT_RETRY_S),
     }
 
 

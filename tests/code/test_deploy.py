@@ -13,8 +13,10 @@ import pytest
 import yaml
 
 from flows.deletion import deletion, process_pending
+from flows.lock import LEASE_S
 from flows.train import consolidate
 from infra import stack
+from infra.stack.services import REPOSSESS_S, SLOT_RETRY_S
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTION = REPO / "infra" / "production"
@@ -93,6 +95,31 @@ def test_the_stack_prefect_server_keeps_its_leases_on_disk_in_the_stack_dir(tmp_
     monkeypatch.setenv("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", LEASE_STORAGE)  # the name Prefect reads
     assert ServerConcurrencySettings().lease_storage == LEASE_STORAGE
     importlib.import_module(LEASE_STORAGE).ConcurrencyLeaseStorage  # noqa: B018 - the module exists
+
+
+def test_a_dead_holders_lock_frees_within_a_bounded_wait_in_the_stack_and_the_manifests(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's defaults (repossessor every 15 s, a denied waiter told to retry after up to 30 s + 30 %)
+    let a crashed deletion block its model ~114 s; the stack and the manifests ask for 5 and 5."""
+    from prefect.settings.models.server.concurrency import ServerConcurrencySettings
+    from prefect.settings.models.server.services import ServerServicesRepossessorSettings
+
+    cfg = stack.load_config({"LAU_STACK_DIR": str(tmp_path), "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
+    k8s_server = [d for d in kubernetes() if d["kind"] == "Deployment" and d["metadata"]["name"] == "prefect-server"]
+    envs = {"stack": stack.service_env(stack.services(cfg)[2], cfg, {"LAU_STACK_DIR": str(tmp_path)}),
+            "compose": compose_env(compose()["services"]["prefect-server"]),
+            "kubernetes": {e["name"]: e.get("value") for e in containers(k8s_server[0])[0]["env"]}}
+    for where, env in envs.items():
+        for name in ("PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS",
+                     "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS"):
+            monkeypatch.setenv(name, env.get(name, ""))  # a missing one fails validation below
+        try:
+            repossess_s = ServerServicesRepossessorSettings().loop_seconds  # the names Prefect reads
+            retry_s = ServerConcurrencySettings().maximum_concurrency_slot_wait_seconds
+        except ValueError as err:
+            pytest.fail(f"{where}: {err}")
+        assert (repossess_s, retry_s) == (REPOSSESS_S, SLOT_RETRY_S), where
+        assert LEASE_S + repossess_s + 1.3 * retry_s <= 75, where
 
 
 # ---------------------------------------------------------------- production manifests

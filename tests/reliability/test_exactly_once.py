@@ -5,7 +5,8 @@ at a version that failed the gate or forgot less than was promised.
 
 The kills are real (``LAU_FAULT=<point>`` makes the process SIGKILL itself at a named point, see
 ``tasks.policy.fault_point``): nothing is cleaned up, so the model's lock, a Prefect concurrency
-slot with a 60 s lease, stays taken until the server revokes the dead holder's lease (60-75 s).
+slot with a 60 s lease, stays taken until the server revokes the dead holder's lease and the
+waiting flow asks again (the stack: within 60 + 5 + 6.5 s).
 Each kill point therefore has its own copy of the reference model; the five are killed at the same
 time, and each one's `lau process` starts at once in the background, waiting for that lease while
 the other tests of this module run (they come first in this file: pytest runs it in order).
@@ -35,6 +36,9 @@ from reliability_harness import (
     versions,
 )
 
+from flows.lock import LEASE_S
+from infra.stack.services import REPOSSESS_S, SLOT_RETRY_S
+
 pytestmark = [needs_stack, pytest.mark.reliability, pytest.mark.slow]
 
 # fault point -> the class its request forgets (each on its own model)
@@ -47,7 +51,9 @@ POINTS = {
     "served": 6,  # promoted the moment it could serve: erasure record and the run's audit part not written
 }  # "served" last: the state it left is read before its recovery starts, delaying no other recovery
 OWN_THRESHOLD = {"unlearn": "4.5"}  # point -> --max-retain-drop of its request (params.yaml says 5.0)
-LEASE_WAIT_MAX_S = 100  # lease 60 s + the server's repossessor loop 15 s + slack
+# lease 60 s + the server's repossessor loop + a denied waiter's longest retry-after (+30 % jitter) + a
+# loaded machine's slack (Prefect's defaults, 15 s and 30 s, once measured 106 s here)
+LEASE_WAIT_MAX_S = LEASE_S + REPOSSESS_S + 1.3 * SLOT_RETRY_S + 25
 HOLDING = r"\[lock\] holding"
 READY = LoggedModelStatus.READY
 LAST_TASK = r"Task run 'prefect artifacts.* Completed"  # the last task a deletion runs under the lock
