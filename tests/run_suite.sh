@@ -18,7 +18,8 @@ SERVICE_FREE=(tests/code tests/data tests/model)
 ignore=()
 for path in "${SERVICE_FREE[@]}"; do ignore+=("--ignore=$path"); done
 
-"$PY" -m pytest tests -q -n "$WORKERS" --dist loadfile -m "not disruptive and ($heavy)" --durations=15 "${ignore[@]}"
+# --no-loadscope-reorder: the order of tests/conftest.py (slowest files first), not by number of tests
+"$PY" -m pytest tests -q -n "$WORKERS" --dist loadfile --no-loadscope-reorder -m "not disruptive and ($heavy)" --durations=15 "${ignore[@]}"
 shared=$?
 
 log=$(mktemp)

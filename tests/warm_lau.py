@@ -38,7 +38,7 @@ LAU = str(Path(sys.executable).with_name("lau"))
 # In the order a `lau` process imports them: Prefect's logging set-up (on the import of the flows)
 # must come before MLflow's pytorch flavour, which adds a plain handler to the root logger.
 PRELOAD = ("cli.main", "flows.deletion", "flows.train", "flows.lineage", "flows.adopt", "flows.deployments",
-           "tasks.registry", "tasks.reports", "lau.report", "mlflow.pytorch", "torchvision", "sklearn.linear_model",
+           "tasks.registry", "tasks.reports", "lau.report", "lau.stages", "mlflow.pytorch", "torchvision", "sklearn.linear_model",
            "sklearn.svm", "boto3")
 
 
@@ -59,6 +59,7 @@ def serve(path: str) -> None:
     # what modules set at import (os.environ.setdefault, e.g. the MLflow client's retries): each
     # command gets it too, as its own import would have set it
     defaults = {k: v for k, v in os.environ.items() if before.get(k) != v}
+    _write_manifest(os.path.join(os.path.dirname(path), "manifest.json"))
     assert threading.active_count() == 1, [t.name for t in threading.enumerate()]
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
@@ -73,6 +74,20 @@ def serve(path: str) -> None:
             if pid:
                 waiting[pid] = conn
         _reap(waiting)
+
+
+def _write_manifest(path: str) -> None:
+    """sha256 of every Python file of the repository's packages this server loaded (relative path ->
+    digest): tests/warm_python.py forks a stage only in a checkout holding exactly these files."""
+    import hashlib
+
+    packages = {name.split(".")[0] for name, module in list(sys.modules.items())
+                if (getattr(module, "__file__", None) or "").startswith(str(REPO) + os.sep)} - {"tests"}
+    manifest = {}
+    for package in sorted(packages):
+        for file in sorted((REPO / package).rglob("*.py")):
+            manifest[file.relative_to(REPO).as_posix()] = hashlib.sha256(file.read_bytes()).hexdigest()
+    Path(path).write_text(json.dumps(manifest))
 
 
 def _start(conn: socket.socket, listener: socket.socket, defaults: dict[str, str]) -> int | None:
@@ -109,6 +124,8 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
         import prefect.context
 
         prefect.context.refresh_global_settings_context()
+        if request.get("module"):  # `python -m MODULE ARGS` (tests/warm_python.py), run from the checkout
+            _run_module(request["module"])
         from cli.main import run
 
         run()
@@ -123,6 +140,40 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
+
+
+def _run_module(module: str) -> None:
+    """What ``python -m module`` does after its imports, then the interpreter's exit steps."""
+    import atexit
+    import runpy
+
+    if sys.path and sys.path[0] == str(REPO):
+        sys.path[0] = os.getcwd()
+    sys.modules.pop(module, None)  # as in a new interpreter: the module runs only as __main__
+    code = 0
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    threading._shutdown()  # noqa: SLF001 - as cli.main.run: the interpreter's own first exit step
+    atexit._run_exitfuncs()  # noqa: SLF001
+    raise SystemExit(code)
+
+
+def python_dir() -> str:
+    """A directory holding a ``python`` that forks ``python -m lau.stages|cli.main`` from the server
+    (tests/warm_python.py); put it first on PATH with ``LAU_FORK_SOCKET=python_socket()``."""
+    server = _get_server()
+    shim = Path(server.dir) / "bin" / "python"
+    if not shim.exists():
+        shim.parent.mkdir(exist_ok=True)
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "{REPO / "tests" / "warm_python.py"}" "$@"\n')
+        shim.chmod(0o755)
+    return str(shim.parent)
+
+
+def python_socket() -> str:
+    return _get_server().path
 
 
 def _reap(waiting: dict[int, socket.socket]) -> None:

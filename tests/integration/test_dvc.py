@@ -22,6 +22,7 @@ import yaml
 
 from lau.metrics import CONTRACT_KEYS
 from lau.stages import compare_metrics
+from tests import warm_lau
 
 pytestmark = pytest.mark.slow
 
@@ -40,9 +41,13 @@ STACK_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3
 
 def run(cmd: list[str], cwd: Path, *, stack: bool = False, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command with the venv first on PATH (dvc.yaml calls `python`); no stack settings
-    unless ``stack``, which proves the pipeline itself needs no service."""
+    unless ``stack``, which proves the pipeline itself needs no service. The stages' ``python -m``
+    are forked from the tests' fork server (tests/warm_python.py) unless LAU_TESTS_COLD=1."""
     env = {k: v for k, v in os.environ.items() if stack or k not in STACK_VARS}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    if not warm_lau.cold():
+        env["PATH"] = f"{warm_lau.python_dir()}{os.pathsep}{env['PATH']}"
+        env["LAU_FORK_SOCKET"] = warm_lau.python_socket()
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
