@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists
 
 from lau.utils import progress
 from tasks.settings import InfraError
@@ -26,14 +27,24 @@ def lock_name(model: str) -> str:
     return "lau-model-" + "".join(c if c.isalnum() or c == "-" else "-" for c in model.lower())
 
 
+def _upsert(name: str) -> None:
+    """Make sure the model's limit exists with limit 1. Prefect's upsert reads, then creates: two
+    flows starting at once on a new model both read nothing and the second create fails with
+    ObjectAlreadyExists (seen in tests/reliability/test_exactly_once.py); then it exists: read again."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.upsert_global_concurrency_limit_by_name(name, limit=1)
+        except ObjectAlreadyExists:
+            client.upsert_global_concurrency_limit_by_name(name, limit=1)
+
+
 @contextlib.contextmanager
 def model_lock(model: str) -> Iterator[None]:
     """Hold the model's slot for the duration of the block (waits up to LAU_LOCK_TIMEOUT s)."""
     name = lock_name(model)
     if name not in _UPSERTED:
         try:
-            with get_client(sync_client=True) as client:
-                client.upsert_global_concurrency_limit_by_name(name, limit=1)
+            _upsert(name)
         except Exception as err:  # noqa: BLE001 - any API failure is an infrastructure failure here
             raise InfraError(f"Prefect API unreachable ({type(err).__name__}): is `make up` running and "
                              "PREFECT_API_URL set?") from None
