@@ -99,9 +99,12 @@ def handle_request(ctx: Context, request_id: str, max_retain_drop: float | None 
 
 
 def run_request(ctx: Context, request: Request, start: float) -> Request:
-    """Finish what a crashed run registered, else attempt on the champion (again if it moved)."""
+    """Finish what a crashed attempt registered, else attempt on the champion (again if it moved).
+    ``request``: as recorded `running`, its ``attempts`` counting this one."""
     loading = load_champion.submit(ctx)  # read beside the lookup: almost every request needs it
-    existing = find_version(ctx, request.request_id)
+    # Only an earlier attempt can have registered a version of this request, and every attempt is
+    # counted in the ledger before it starts: a first attempt skips the registry search.
+    existing = find_version(ctx, request.request_id) if request.attempts > 1 else None
     if existing is not None:
         loading.wait()
         loading = None
