@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
@@ -27,7 +28,9 @@ def fault_point(name: str, request_id: str | None = None) -> None:
     """Fault injection for tests/reliability, read from the environment only. ``LAU_FAULT=<name>``:
     the process SIGKILLs itself here, as an OOM kill or a lost node would (no cleanup, no lock
     release). ``LAU_FAULT=<name>:error``: an InfraError is raised here, as a dropped connection would;
-    ``LAU_FAULT=<name>:crash``: a RuntimeError, as a bug would. Points: features, unlearn, register
+    ``LAU_FAULT=<name>:crash``: a RuntimeError, as a bug would; ``LAU_FAULT=<name>:pause``: the flow
+    waits there until the file ``LAU_FAULT_RESUME`` exists (at most 300 s), so that a test can
+    break a service at that exact step. Points: features, unlearn, register
     (MLflow run logged, no version yet), version (version just created, its response not yet
     returned), registered (not promoted), served (promoted, its run's audit part and the erasure
     record not yet written), promoted (promoted and reported, ledger not yet updated).
@@ -40,6 +43,12 @@ def fault_point(name: str, request_id: str | None = None) -> None:
         raise InfraError(f"injected fault at '{name}' (LAU_FAULT)")
     if mode == "crash":
         raise RuntimeError(f"injected crash at '{name}' (LAU_FAULT)")
+    if mode == "pause":
+        resume, deadline = os.environ.get("LAU_FAULT_RESUME", ""), time.monotonic() + 300
+        print(f"[fault] LAU_FAULT={name}: paused until {resume} exists", file=sys.stderr, flush=True)
+        while resume and not os.path.exists(resume) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return
     print(f"[fault] LAU_FAULT={name}: SIGKILL", file=sys.stderr, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 

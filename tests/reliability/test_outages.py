@@ -52,16 +52,22 @@ def outlast(live, service: str, title: str, model: str) -> tuple[str, dict]:  # 
     return request_id, ledger(model)[request_id]
 
 
-def test_short_outages_of_s3_then_mlflow_are_ridden_out(workspace, model: str, promised: dict) -> None:  # noqa: ANN001
+def test_short_outages_of_s3_then_mlflow_are_ridden_out(workspace, model: str, promised: dict,  # noqa: ANN001
+                                                         tmp_path) -> None:  # noqa: ANN001
     """One deletion meets both: S3 goes down as the candidate is registered (its artifacts go to S3
     through the MLflow server), MLflow right after the registration; each comes back after the
-    first failed try."""
-    live = workspace.start("forget", "--classes", "3", "--json", model=model)
+    first failed try. The flow pauses once registered (``LAU_FAULT=registered:pause``) until MLflow
+    is down: its next calls take half a second, less than stopping MLflow does."""
+    resume = tmp_path / "resume"
+    live = workspace.start("forget", "--classes", "3", "--json", model=model, LAU_FAULT="registered:pause",
+                           LAU_FAULT_RESUME=str(resume))
     assert live.wait_for(GATE_PASSED), live.stderr[-3000:]
     with outage("s3"):
         assert live.wait_for(r"Task run 'register version.*" + RETRY_1), live.stderr[-3000:]
     assert live.wait_for(REGISTERED), live.stderr[-3000:]
+    assert live.wait_for(r"\[fault\] LAU_FAULT=registered: paused"), live.stderr[-3000:]
     with outage("mlflow"):  # the next registry call fails: reading the champion, or promoting
+        resume.touch()
         assert live.wait_for(r"Task run '(?!register version)[^']*' - " + RETRY_1), live.stderr[-3000:]
     run = live.finish()
     assert run.code == 0, run.describe()
