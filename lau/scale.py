@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from lau.config import EvaluationConfig, Params
@@ -301,6 +302,64 @@ def _caps_case(evidence: str, model: SplitModel, features: FeatureSet, forgotten
     return rows
 
 
+def run_mia_grid(sizes: tuple[int, ...] = (5_000, 50_000), dim: int = DIM,
+                 class_counts: tuple[int, ...] = CLASS_COUNTS, seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
+                 params: Params | None = None) -> dict:
+    """The MIA as shipped (``lau.metrics.fit_mia_svc``: confidences rounded to ``MIA_GRID``, each
+    distinct one fitted once with its count as weight) against libsvm fitted on every confidence,
+    on the same members, non-members and targets (the shipped ``mia_sample`` cap), per seed, on the
+    parent, midway and candidate heads of each synthetic case; the fit's seconds of each."""
+    from sklearn.svm import SVC
+
+    from lau.metrics import MIA_GRID, fit_mia_svc, mia_sets, svc_predict
+
+    params = params or Params()
+    rows = []
+    for num_classes in class_counts:
+        for size in sorted(sizes):
+            synthetic = make_synthetic(size, dim, num_classes)
+            unlearned = unlearn_classes(params, synthetic.parent, synthetic.features, FORGET_CLASSES)
+            models = {"parent": synthetic.parent, "midway": _midway(synthetic.parent, unlearned.candidate),
+                      "candidate": unlearned.candidate}
+            for name, model in models.items():
+                progress(f"[mia grid] {size} rows, {num_classes} classes, {name}")
+                for seed in seeds:
+                    cfg = replace(params.evaluation, seed=seed)
+                    outputs = outputs_from_features(model, synthetic.features,
+                                                    *evaluation_rows(synthetic.features, unlearned.forgotten, cfg))
+                    members, non_members, targets = mia_sets(outputs, unlearned.forgotten, cfg.mia_sample, cfg.seed)
+                    x = np.concatenate([members, non_members])[:, 0]
+                    y = np.r_[np.ones(len(members)), np.zeros(len(non_members))]
+                    start = time.perf_counter()
+                    merged = fit_mia_svc(x, y)
+                    merged_s = time.perf_counter() - start
+                    start = time.perf_counter()
+                    every = SVC(C=3, gamma="auto", kernel="rbf").fit(x[:, None], y)
+                    every_s = time.perf_counter() - start
+                    rows.append({"num_classes": num_classes, "train_rows": size, "model": name, "seed": seed,
+                                 "points": len(x), "distinct_points": int(merged.shape_fit_[0]),
+                                 "efficacy": 100.0 * float((svc_predict(merged, targets) == 0).mean()),
+                                 "efficacy_every_point": 100.0 * float((svc_predict(every, targets) == 0).mean()),
+                                 "fit_s": round(merged_s, 4), "fit_every_point_s": round(every_s, 4)})
+            del synthetic, unlearned, models
+            gc.collect()
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["num_classes"], row["train_rows"], row["model"]), []).append(row)
+    summary = [{"num_classes": k, "train_rows": n, "model": model,
+                "efficacy_every_point": [r["efficacy_every_point"] for r in group],
+                "efficacy": [r["efficacy"] for r in group],
+                "worst_gap": round(max(abs(r["efficacy"] - r["efficacy_every_point"]) for r in group), 4),
+                "points": round(sum(r["points"] for r in group) / len(group)),
+                "distinct_points": round(sum(r["distinct_points"] for r in group) / len(group)),
+                "fit_every_point_s": round(sum(r["fit_every_point_s"] for r in group) / len(group), 4),
+                "fit_s": round(sum(r["fit_s"] for r in group) / len(group), 4)}
+               for (k, n, model), group in groups.items()]
+    return {"synthetic": True, "evidence": "mia grid", "dim": dim, "grid": MIA_GRID,
+            "mia_sample": params.evaluation.mia_sample, "seeds": list(seeds),
+            "load_average": list(os.getloadavg()), "rows": rows, "summary": summary}
+
+
 def summarize_caps(rows: list[dict]) -> list[dict]:
     """Per (classes, size, model, cap): spread over seeds and the worst gap to the uncapped value."""
     groups: dict[tuple, list[dict]] = {}
@@ -329,6 +388,9 @@ SCALE_COLUMNS = ("num_classes", "train_rows", "test_rows", "forget_rows", "probe
 MIA_COLUMNS = ("num_classes", "train_rows", "model", "cap", "mean", "min", "max", "uncapped_mean",
                "uncapped_min", "uncapped_max", "worst_gap", "seconds", "uncapped_seconds")
 
+MIA_GRID_COLUMNS = ("num_classes", "train_rows", "model", "efficacy_every_point", "efficacy", "worst_gap", "points",
+                    "distinct_points", "fit_every_point_s", "fit_s")
+
 
 def markdown_table(rows: list[dict], columns: tuple[str, ...]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -337,6 +399,8 @@ def markdown_table(rows: list[dict], columns: tuple[str, ...]) -> str:
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value)
     if isinstance(value, float):
         return f"{value:g}"
     return "" if value is None else str(value)
@@ -348,7 +412,9 @@ def write_scale_outputs(result: dict, json_path: str | Path) -> dict[str, Path]:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     table_path = json_path.with_suffix(".md")
-    if "summary" in result:
+    if result.get("evidence") == "mia grid":
+        body = markdown_table(result["summary"], MIA_GRID_COLUMNS)
+    elif "summary" in result:
         body = markdown_table(result["summary"], MIA_COLUMNS)
     else:
         body = markdown_table(result["rows"], SCALE_COLUMNS)

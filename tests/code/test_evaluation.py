@@ -27,6 +27,7 @@ from lau.gate import verify
 from lau.metrics import (
     Outputs,
     confusion_matrix,
+    fit_mia_svc,
     mia,
     per_class_accuracy,
     probe,
@@ -63,8 +64,10 @@ class RecordingSVC:
     def __init__(self, **kwargs: object) -> None:
         self.kwargs = kwargs
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> RecordingSVC:
-        RecordingSVC.calls.append({"x": x.copy(), "y": y.copy()})
+    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> RecordingSVC:
+        """Records every point as often as its weight says (the MIA merges repeated points)."""
+        repeats = np.ones(len(y), dtype=np.int64) if sample_weight is None else sample_weight.astype(np.int64)
+        RecordingSVC.calls.append({"x": np.repeat(x, repeats, axis=0), "y": np.repeat(y, repeats)})
         self.classes_ = np.array([0.0, 1.0])
         self.support_vectors_, self.dual_coef_, self.intercept_ = np.zeros((1, 1)), np.zeros((1, 1)), np.array([-1.0])
         return self
@@ -149,6 +152,20 @@ def test_svc_predict_equals_libsvm() -> None:
     svc = sklearn.svm.SVC(C=3, gamma="auto", kernel="rbf").fit(x, np.r_[np.ones(600), np.zeros(600)])
     targets = rng.uniform(0, 1, (3000, 1))
     assert np.array_equal(svc_predict(svc, targets, chunk=700), svc.predict(targets))
+
+
+def test_the_mia_svc_fits_each_distinct_confidence_once_and_decides_as_on_every_copy() -> None:
+    """3,000 confidences with many repeats: libsvm fitted on the distinct (confidence, label) pairs,
+    weighted by their counts, gives the SVC fitted on every copy (and fits far fewer points)."""
+    rng = np.random.default_rng(0)
+    x = np.round(np.concatenate([rng.beta(8, 1, 1500), rng.beta(4, 2, 1500)]), 3)
+    member = np.r_[np.ones(1500), np.zeros(1500)]
+    merged = fit_mia_svc(x, member)
+    distinct = len(np.unique(np.stack([x, member], 1), axis=0))
+    assert merged.shape_fit_[0] == distinct < 2000
+    every_copy = sklearn.svm.SVC(C=3, gamma="auto", kernel="rbf").fit(x[:, None], member)
+    targets = rng.uniform(0, 1, (3000, 1))
+    assert np.array_equal(svc_predict(merged, targets), every_copy.predict(targets))
 
 
 def test_per_class_accuracy_and_confusion_by_bincount_equal_the_loop() -> None:
