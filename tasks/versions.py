@@ -172,6 +172,19 @@ def promote(ctx: Context, version: Version) -> None:
     ctx.registry.promote(version)
 
 
+@task(name="promote to champion over its parent", **IO)
+def promote_over_parent(ctx: Context, version: Version) -> Version | None:
+    """Read the champion; promote ``version`` unless a champion other than its parent (or itself)
+    holds the alias. Returns that newer champion (nothing promoted), else None. One task, not two:
+    each Prefect task run costs the Prefect server ~40 ms of CPU, on the deletion's two cores."""
+    current = ctx.registry.champion()
+    if current is not None and current.version not in (version.tag("parent_version"), version.version):
+        return current
+    if current is None or current.version != version.version:
+        ctx.registry.promote(version)
+    return None
+
+
 @task(name="tag version", **IO)
 def tag(ctx: Context, version: Version, key: str, value: Any) -> None:
     ctx.registry.set_tag(version, key, value)
