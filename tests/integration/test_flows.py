@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import boto3
 import pytest
@@ -69,6 +70,10 @@ def test_forget_registers_promotes_and_proves(lineage):
     assert ws.read_params()["data"]["excluded_classes"] == []  # the erasure lives in the record, not here
     erasures = ws.lau("erasures", "--json").json()
     assert [(e["class_id"], e["version"]) for e in erasures] == [(3, "2")]
+    # champion_at (what bench.warm times): after the request was filed, before its final record
+    record = ws.lau("request", "show", result["request_id"], "--json").json()
+    champion_at = datetime.fromisoformat(result["timings"]["champion_at"])
+    assert datetime.fromisoformat(record["submitted_at"]) < champion_at < datetime.fromisoformat(record["history"][-1]["at"])
 
 
 def test_plain_mlflow_client_never_predicts_forgotten_class(lineage):
