@@ -261,19 +261,20 @@ def _cell(value: Any) -> str:
 
 
 def write_scale_outputs(result: dict, json_path: str | Path) -> dict[str, Path]:
-    """The JSON and a markdown table beside it (``.md``), saying the features are synthetic."""
+    """The JSON and a markdown table beside it (``.md``), saying whether the features are synthetic."""
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     table_path = json_path.with_suffix(".md")
     if result.get("evidence") == "mia grid":
-        body = markdown_table(result["summary"], MIA_GRID_COLUMNS)
+        body = markdown_table(result["summary"], MIA_GRID_COLUMNS if result["synthetic"] else ("dataset", *MIA_GRID_COLUMNS))
     elif "summary" in result:
         body = markdown_table(result["summary"], MIA_COLUMNS)
     else:
         body = markdown_table(result["rows"], SCALE_COLUMNS)
+    load = f"Load average at the end: {', '.join(f'{x:.1f}' for x in result['load_average'])}.\n\n"
     header = (f"SYNTHETIC cached features ({result['dim']}-d Gaussian class clusters, a ResNet18 head set "
-              f"to their discriminant; no image, no training). Load average at the end: "
-              f"{', '.join(f'{x:.1f}' for x in result['load_average'])}.\n\n")
+              f"to their discriminant; no image, no training). {load}") if result.get("synthetic", True) else \
+        f"Real cached features: each dataset's default model, trained with params.yaml. {load}"
     table_path.write_text(header + body)
     return {"json": json_path, "table": table_path}

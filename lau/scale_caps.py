@@ -99,44 +99,77 @@ def run_mia_grid(sizes: tuple[int, ...] = (5_000, 50_000), dim: int = DIM,
     distinct one fitted once with its count as weight) against libsvm fitted on every confidence,
     on the same members, non-members and targets (the shipped ``mia_sample`` cap), per seed, on the
     parent, midway and candidate heads of each synthetic case; the fit's seconds of each."""
-    from sklearn.svm import SVC
-
-    from lau.metrics import MIA_GRID, fit_mia_svc, mia_sets, svc_predict
-
     params = params or Params()
     rows = []
     for num_classes in class_counts:
         for size in sorted(sizes):
             synthetic = make_synthetic(size, dim, num_classes)
-            unlearned = unlearn_classes(params, synthetic.parent, synthetic.features, FORGET_CLASSES)
-            models = {"parent": synthetic.parent, "midway": _midway(synthetic.parent, unlearned.candidate),
-                      "candidate": unlearned.candidate}
-            for name, model in models.items():
-                progress(f"[mia grid] {size} rows, {num_classes} classes, {name}")
-                for seed in seeds:
-                    cfg = replace(params.evaluation, seed=seed)
-                    outputs = outputs_from_features(model, synthetic.features,
-                                                    *evaluation_rows(synthetic.features, unlearned.forgotten, cfg))
-                    members, non_members, targets = mia_sets(outputs, unlearned.forgotten, cfg.mia_sample, cfg.seed)
-                    x = np.concatenate([members, non_members])[:, 0]
-                    y = np.r_[np.ones(len(members)), np.zeros(len(non_members))]
-                    start = time.perf_counter()
-                    merged = fit_mia_svc(x, y)
-                    merged_s = time.perf_counter() - start
-                    start = time.perf_counter()
-                    every = SVC(C=3, gamma="auto", kernel="rbf").fit(x[:, None], y)
-                    every_s = time.perf_counter() - start
-                    rows.append({"num_classes": num_classes, "train_rows": size, "model": name, "seed": seed,
-                                 "points": len(x), "distinct_points": int(merged.shape_fit_[0]),
-                                 "efficacy": 100.0 * float((svc_predict(merged, targets) == 0).mean()),
-                                 "efficacy_every_point": 100.0 * float((svc_predict(every, targets) == 0).mean()),
-                                 "fit_s": round(merged_s, 4), "fit_every_point_s": round(every_s, 4)})
-            del synthetic, unlearned, models
+            rows += _grid_case(params, synthetic.parent, synthetic.features, seeds,
+                               {"num_classes": num_classes, "train_rows": size})
+            del synthetic
             gc.collect()
+    return _grid_result(rows, params, seeds, dim=dim)
+
+
+def run_mia_grid_data(datasets: tuple[str, ...] = ("mnist5k", "digits", "synth_shapes", "synth_glyphs"),
+                      seeds: tuple[int, ...] = (0, 1, 2, 3, 4), params: Params | None = None) -> dict:
+    """``run_mia_grid`` on real features: per dataset, the default model trained with params.yaml
+    (only the dataset changed), its cached features, LAU on class 3."""
+    from lau.pipeline import featurize, prepare_data, resolve_params, train_original
+
+    params = params or Params()
+    rows = []
+    for dataset in datasets:
+        case = resolve_params(params.replace("data", dataset=dataset))
+        split = prepare_data(case)
+        progress(f"[mia grid] {dataset}: training the original")
+        parent = train_original(case, split)
+        features = featurize(case, parent, split, f"mia-grid-{dataset}")
+        rows += _grid_case(case, parent, features, seeds,
+                           {"dataset": dataset, "num_classes": parent.spec.num_classes,
+                            "train_rows": len(features.train_labels)})
+    return _grid_result(rows, params, seeds, dim=None)
+
+
+def _grid_case(params: Params, parent: SplitModel, features: FeatureSet, seeds: tuple[int, ...],
+               labels: dict) -> list[dict]:
+    from sklearn.svm import SVC
+
+    from lau.metrics import fit_mia_svc, mia_sets, svc_predict
+
+    unlearned = unlearn_classes(params, parent, features, FORGET_CLASSES)
+    models = {"parent": parent, "midway": _midway(parent, unlearned.candidate), "candidate": unlearned.candidate}
+    rows = []
+    for name, model in models.items():
+        progress(f"[mia grid] {labels}, {name}")
+        for seed in seeds:
+            cfg = replace(params.evaluation, seed=seed)
+            outputs = outputs_from_features(model, features, *evaluation_rows(features, unlearned.forgotten, cfg))
+            members, non_members, targets = mia_sets(outputs, unlearned.forgotten, cfg.mia_sample, cfg.seed)
+            x = np.concatenate([members, non_members])[:, 0]
+            y = np.r_[np.ones(len(members)), np.zeros(len(non_members))]
+            start = time.perf_counter()
+            merged = fit_mia_svc(x, y)
+            merged_s = time.perf_counter() - start
+            start = time.perf_counter()
+            every = SVC(C=3, gamma="auto", kernel="rbf").fit(x[:, None], y)
+            every_s = time.perf_counter() - start
+            rows.append({**labels, "model": name, "seed": seed, "points": len(x),
+                         "distinct_points": int(merged.shape_fit_[0]),
+                         "efficacy": 100.0 * float((svc_predict(merged, targets) == 0).mean()),
+                         "efficacy_every_point": 100.0 * float((svc_predict(every, targets) == 0).mean()),
+                         "fit_s": round(merged_s, 4), "fit_every_point_s": round(every_s, 4)})
+    return rows
+
+
+def _grid_result(rows: list[dict], params: Params, seeds: tuple[int, ...], dim: int | None) -> dict:
+    from lau.metrics import MIA_GRID
+
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["num_classes"], row["train_rows"], row["model"]), []).append(row)
-    summary = [{"num_classes": k, "train_rows": n, "model": model,
+        groups.setdefault((row.get("dataset", "synthetic"), row["num_classes"], row["train_rows"], row["model"]),
+                          []).append(row)
+    summary = [{"dataset": dataset, "num_classes": k, "train_rows": n, "model": model,
                 "efficacy_every_point": [r["efficacy_every_point"] for r in group],
                 "efficacy": [r["efficacy"] for r in group],
                 "worst_gap": round(max(abs(r["efficacy"] - r["efficacy_every_point"]) for r in group), 4),
@@ -144,8 +177,8 @@ def run_mia_grid(sizes: tuple[int, ...] = (5_000, 50_000), dim: int = DIM,
                 "distinct_points": round(sum(r["distinct_points"] for r in group) / len(group)),
                 "fit_every_point_s": round(sum(r["fit_every_point_s"] for r in group) / len(group), 4),
                 "fit_s": round(sum(r["fit_s"] for r in group) / len(group), 4)}
-               for (k, n, model), group in groups.items()]
-    return {"synthetic": True, "evidence": "mia grid", "dim": dim, "grid": MIA_GRID,
+               for (dataset, k, n, model), group in groups.items()]
+    return {"synthetic": dim is not None, "evidence": "mia grid", "dim": dim, "grid": MIA_GRID,
             "mia_sample": params.evaluation.mia_sample, "seeds": list(seeds),
             "load_average": list(os.getloadavg()), "rows": rows, "summary": summary}
 
