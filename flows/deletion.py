@@ -41,6 +41,7 @@ from tasks.settings import InfraError
 from tasks.tags import VersionTags
 from tasks.versions import (
     DataInput,
+    end_abandoned_runs,
     find_version,
     finish_version,
     load_champion,
@@ -105,6 +106,8 @@ def run_request(ctx: Context, request: Request, start: float) -> Request:
     # Only an earlier attempt can have registered a version of this request, and every attempt is
     # counted in the ledger before it starts: a first attempt skips the registry search.
     existing = find_version(ctx, request.request_id) if request.attempts > 1 else None
+    if request.attempts > 1 and existing is None:  # a crashed attempt's run, if any, will never serve
+        end_abandoned_runs(ctx, request.request_id, request.attempts)
     if existing is not None:
         loading.wait()
         loading = None

@@ -65,6 +65,22 @@ def find_version(ctx: Context, request_id: str) -> Version | None:
     return ctx.registry.find_by_request(request_id)
 
 
+@task(name="end runs of crashed attempts", **IO)
+def end_abandoned_runs(ctx: Context, request_id: str, attempt: int) -> list[str]:
+    """An attempt killed while registering leaves an MLflow run RUNNING that no version points at.
+    Called by a later attempt that found no version of its request (so every run of the request is
+    such a run; the model's lock keeps any other attempt out): each one is ended FAILED and tagged
+    ``lau.abandoned_at_attempt``. Returns their run ids."""
+    with mlflow_errors():
+        client = ctx.registry.client
+        runs = client.search_runs([experiment(ctx.model_name)],
+                                  f"tags.`{TAG}request_ids` LIKE '%{request_id}%' AND attributes.status = 'RUNNING'")
+        for run in runs:
+            client.set_tag(run.info.run_id, TAG + "abandoned_at_attempt", str(attempt))
+            client.set_terminated(run.info.run_id, status="FAILED")
+    return [run.info.run_id for run in runs]
+
+
 @task(name="register version", **IO)
 def register(ctx: Context, model: SplitModel, tags: VersionTags, *, run_name: str, metrics: dict[str, Any],
              evidence: dict[str, Any], plots_dir: Path | None, data: DataInput, defer_audit: bool = False) -> Version:

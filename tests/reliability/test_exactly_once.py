@@ -169,6 +169,20 @@ def test_a_kill_during_registration_leaves_an_orphan_run_but_no_version(crashes:
     assert any(r.info.run_id not in registered_runs for r in runs)
 
 
+def test_the_recovery_ends_the_killed_attempts_run_failed(crashes: dict[str, Crash]) -> None:
+    """The run the killed registration left RUNNING (no version points at it) is ended FAILED by
+    the attempt that registers the request; only the registered version's run is FINISHED."""
+    crash = crashes["register"]
+    assert crash.recovery.finish(timeout=300).code == 0
+    client = mlflow_client()
+    experiment = client.get_experiment_by_name(f"lau/{crash.model}")
+    runs = client.search_runs([experiment.experiment_id], f"attributes.run_name LIKE '%{crash.request_id}%'")
+    registered_runs = {v.run_id for v in versions(crash.model)}
+    states = {(r.info.run_id in registered_runs, r.info.status, r.data.tags.get("lau.abandoned_at_attempt"))
+              for r in runs}
+    assert states == {(True, "FINISHED", None), (False, "FAILED", "2")}, states
+
+
 def test_a_lost_registration_response_does_not_register_twice(workspace, copy_of_reference) -> None:  # noqa: ANN001
     """The version is created, then the call fails as a dropped connection would: the retried
     registration finds the version instead of making a second one."""
