@@ -16,24 +16,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, runtime, task
+from prefect import flow, runtime
 from prefect.futures import PrefectFuture
 
 from flows.lineage import check_champion, lineage_metrics, root_accuracy
 from flows.lock import model_lock
 from lau.config import GateConfig
 from lau.errors import BadInput
-from lau.evaluation import Evaluation
-from lau.models import SplitModel
 from lau.pipeline import Unlearned
 from lau.utils import progress
 from tasks.context import Context
-from tasks.engine import evaluate, gate, unlearn
-from tasks.evaluation_cache import cached_parent_side, cached_probe
+from tasks.deletion_engine import run_engine
+from tasks.engine import gate
 from tasks.evidence import Evidence
-from tasks.features import CachedFeatures, cached_features
+from tasks.features import CachedFeatures
 from tasks.ledger import RejectedBy, Request, RequestStatus
-from tasks.policy import IO, fault_point
+from tasks.policy import fault_point
 from tasks.registry import Version, code_commit
 from tasks.reports import audit_report, deletion_report, plots, prefect_artifacts
 from tasks.requests import append_erasures, read_request, record, retryable_requests
@@ -184,28 +182,6 @@ def judge(ctx: Context, request: Request, loading: PrefectFuture | None = None) 
          "evaluate_s": round(evaluation.seconds, 4), "engine_gate_s": round(time.perf_counter() - loaded, 4)},
         {"method": ctx.params.unlearn.method, "depth": ctx.params.unlearn.depth, **unlearned.result.to_json()})
     return Judged(champion, unlearned, cached, evidence)
-
-
-@task(name="features, LAU and evaluation", **IO)
-def run_engine(ctx: Context, request: Request, champion: Version,
-               parent: SplitModel) -> tuple[CachedFeatures, Unlearned, Evaluation]:
-    """The champion's cached features, LAU on them, and the evaluation of the candidate: one task
-    run, its steps called as plain functions. Each Prefect task run costs the Prefect server ~40 ms
-    of CPU (its events and records), which on two cores the deletion waits for; the steps' times are
-    in the request's timings (features_s, unlearn_s, evaluate_s). A retry (S3 or MLflow down) runs
-    every step again: they are deterministic, and the caches make the second run cheap."""
-    cached = cached_features.fn(ctx, parent, ctx.params.unlearn.depth, champion.tag("data_version"),
-                                pinned=(champion.tag("feature_cache_key"), champion.tag("feature_cache_sha256")))
-    fault_point("features", request.request_id)
-    in_data = tuple(c for c in champion.forgotten if c not in champion.excluded)  # D_f of this lineage
-    unlearned = unlearn.fn(ctx.params, parent, cached.features, tuple(request.classes), in_data, champion.excluded)
-    fault_point("unlearn", request.request_id)
-    probe = cached_probe.fn(ctx, parent, cached.features, ctx.params.evaluation)
-    parent_side = cached_parent_side.fn(ctx, parent, champion.tag("weights_sha256"), cached.features,
-                                        unlearned.forgotten, ctx.params.evaluation, probe)
-    evaluation = evaluate.fn(ctx.params, parent, unlearned.candidate, cached.features, unlearned.forgotten,
-                             parent_side, probe)
-    return cached, unlearned, evaluation
 
 
 def version_tags(ctx: Context, request: Request, judged: Judged) -> VersionTags:
