@@ -8,7 +8,9 @@ GET every 0.25 s) until it is final, and checks that the registry's alias names 
     python -m bench.warm --model M --classes 1,2,4,6,9 --json docs/bench/warm.json
 
 Per request: ``to_champion_s`` (submitted_at in the ledger -> ``champion_at``, the moment the
-flow's alias update was answered by MLflow, so any client reads the new champion from then on),
+flow's alias update was answered by MLflow, so any client reads the new champion from then on;
+the worker's clock against the one `lau request add` ran on: the same machine here, their skew
+otherwise),
 ``to_final_s`` (-> the ledger's final entry: audit report and record written), ``pickup_s`` (-> the
 worker marking it running) and the flow's own timings, in the order they run: ``load_s`` (the
 champion and its checkpoint), ``engine_gate_s`` (features, LAU, evaluation, root accuracy, gate;
