@@ -1,7 +1,8 @@
-"""Studies behind the evaluation's sample caps, on the scale benchmark's SYNTHETIC features
-(lau/scale.py): the MIA's and the probe's values at each cap against every image (``run_caps``),
-and the MIA's merged-point SVC against libsvm on every confidence (``run_mia_grid``). Commands and
-results: docs/results-scale.md."""
+"""Studies behind the evaluation's sample caps and the MIA's fit: on the scale benchmark's SYNTHETIC
+features (lau/scale.py), the MIA's and the probe's values at each cap against every image
+(``run_caps``) and the MIA's merged-point SVC against libsvm on every confidence (``run_mia_grid``);
+the latter on real cached features too (``run_mia_grid_data``: each dataset's default model).
+Commands and results: docs/results-scale.md."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from lau.probe import probe_record
 from lau.scale import CLASS_COUNTS, DIM, FORGET_CLASSES, _timed, make_synthetic, write_scale_outputs
 from lau.utils import progress
 
-__all__ = ["run_caps", "run_mia_grid", "summarize_caps", "write_scale_outputs"]
+__all__ = ["run_caps", "run_mia_grid", "run_mia_grid_data", "summarize_caps", "write_scale_outputs"]
 
 
 def run_caps(evidence: str, sizes: tuple[int, ...] = (5_000, 50_000), dim: int = DIM,
@@ -133,9 +134,7 @@ def run_mia_grid_data(datasets: tuple[str, ...] = ("mnist5k", "digits", "synth_s
 
 def _grid_case(params: Params, parent: SplitModel, features: FeatureSet, seeds: tuple[int, ...],
                labels: dict) -> list[dict]:
-    from sklearn.svm import SVC
-
-    from lau.metrics import fit_mia_svc, mia_sets, svc_predict
+    from lau.metrics import fit_mia_svc, mia_sets, mia_svc, svc_predict
 
     unlearned = unlearn_classes(params, parent, features, FORGET_CLASSES)
     models = {"parent": parent, "midway": _midway(parent, unlearned.candidate), "candidate": unlearned.candidate}
@@ -152,7 +151,7 @@ def _grid_case(params: Params, parent: SplitModel, features: FeatureSet, seeds: 
             merged = fit_mia_svc(x, y)
             merged_s = time.perf_counter() - start
             start = time.perf_counter()
-            every = SVC(C=3, gamma="auto", kernel="rbf").fit(x[:, None], y)
+            every = mia_svc().fit(x[:, None], y)
             every_s = time.perf_counter() - start
             rows.append({**labels, "model": name, "seed": seed, "points": len(x),
                          "distinct_points": int(merged.shape_fit_[0]),
